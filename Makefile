@@ -1,0 +1,59 @@
+# Two entry points: `make demo` and `make test`. Both create .venv and install what they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+# torch is installed on its own, first: a bare `torch` requirement pulls a multi-GB CUDA build.
+# GPU clusters override it, e.g. make install-train TORCH_SPEC='torch==2.13.0 --index-url https://…/cu124'
+TORCH_SPEC ?= torch==2.13.0
+DEMO_DIR ?= build/demo
+PYTEST_ARGS ?=
+
+.PHONY: demo test install install-corpus install-train install-dev sysdeps clean
+
+## The main job on the embedded default: sample tokenizer, sample corpus → .bin/.idx, its report.
+demo: $(VENV)/.corpus
+	$(PY) -m corpus train-tokenizer --input examples/data/corpus --vocab-size 3000 --out $(DEMO_DIR)/tokenizer.model
+	$(PY) -m corpus build --config configs/tiny/corpus.yaml
+	$(PY) -m corpus validate $(DEMO_DIR)/corpus --tokenizer $(DEMO_DIR)/tokenizer.model
+	$(PY) -m corpus inspect $(DEMO_DIR)/corpus --decode 0
+
+## Everything the tests need (system packages included), then the whole suite.
+test: sysdeps $(VENV)/.dev
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+install: install-corpus
+install-corpus: $(VENV)/.corpus
+install-dev: $(VENV)/.dev
+install-train: $(VENV)/.train
+
+# Debian's python3 needs python3-venv for `python -m venv`; a Python that has ensurepip does not.
+sysdeps:
+	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { \
+		export DEBIAN_FRONTEND=noninteractive; apt-get update -q && apt-get install -y -q python3-venv; }
+
+$(VENV)/.created: | sysdeps
+	$(PYTHON) -m venv $(VENV)
+	@touch $@
+
+# The corpus side alone: what a login node or a CPU array task needs (no torch).
+$(VENV)/.corpus: $(VENV)/.created pyproject.toml
+	$(PIP) install -q -e '.[corpus]'
+	@touch $@
+
+$(VENV)/.torch: $(VENV)/.created
+	$(PIP) install -q $(TORCH_SPEC)
+	@touch $@
+
+$(VENV)/.train: $(VENV)/.torch $(VENV)/.corpus pyproject.toml
+	$(PIP) install -q -e '.[corpus,train,hpc]'
+	@touch $@
+
+# Tests read our .bin/.idx with megatron-core, which needs torch: TORCH_SPEC goes in first.
+$(VENV)/.dev: $(VENV)/.torch $(VENV)/.corpus pyproject.toml
+	$(PIP) install -q -e '.[corpus,hpc,dev]'
+	@touch $@
+
+clean:
+	rm -rf build .pytest_cache

@@ -1,0 +1,223 @@
+"""``python -m corpus``: build, train-tokenizer, inspect, validate, merge.
+
+Errors a user can act on (bad config, missing input, corrupt index) are caught here, once, and
+printed as one line on stderr with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from corpus.config import ConfigError, load_config
+
+
+def _build(args: argparse.Namespace) -> int:
+    from corpus.build import BuildConfig, build
+
+    overrides = {
+        "input": args.input,
+        "output": args.output,
+        "tokenizer": args.tokenizer,
+        "workers": args.workers,
+        "text_field": args.text_field,
+        "lang": args.lang,
+        "seq_length": args.seq_length,
+        "min_tokens": args.min_tokens,
+        "overlap": args.overlap,
+        "progress": False if args.no_progress else None,
+        "force": True if args.force else None,
+    }
+    cfg = load_config(BuildConfig, args.config, overrides)
+    report = build(cfg)
+    if report.get("skipped_rebuild"):
+        print(f"{cfg.output}: up to date (same inputs, tokenizer and config); --force rebuilds", file=sys.stderr)
+    print(format_report(report))
+    return 0
+
+
+def _train_tokenizer(args: argparse.Namespace) -> int:
+    from corpus.build import DocumentError, parse_record
+    from corpus.reader import Line, expand_inputs, read_lines
+    from corpus.tokenizer import Tokenizer, train_tokenizer
+
+    files = expand_inputs(args.input)
+    budget = args.max_bytes
+
+    def texts() -> Iterator[str]:
+        nonlocal budget
+        for path in files:
+            for item in read_lines(path, max_bytes=16 << 20):
+                if not isinstance(item, Line) or item.data is None:
+                    continue
+                try:
+                    text, _ = parse_record(item.data, args.text_field, None, "zh")
+                except DocumentError:
+                    continue
+                yield text
+                budget -= len(item.data)
+                if budget <= 0:
+                    return
+
+    path = train_tokenizer(texts(), args.out, args.vocab_size)
+    print(f"{path}: {Tokenizer(path).vocab_size} pieces")
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from corpus.indexed import IndexedReader
+
+    with IndexedReader(args.prefix) as reader:
+        lengths = np.asarray(reader.sequence_lengths)
+        print(f"{args.prefix}: {reader.num_documents} documents, {len(reader)} sequences, "
+              f"{int(lengths.sum())} tokens, dtype {reader.dtype.name}")
+        if len(lengths):
+            print(f"sequence length: min {lengths.min()}, median {int(np.median(lengths))}, "
+                  f"mean {lengths.mean():.1f}, max {lengths.max()}")
+            print(length_histogram(lengths, args.bins))
+        report = _sidecar_report(args.prefix)
+        if report:
+            print(format_report(report))
+        for k in args.decode:
+            tokens = reader[k]
+            tok_path = args.tokenizer or (report or {}).get("tokenizer", {}).get("path")
+            if not tok_path:
+                raise ConfigError("--decode needs --tokenizer (no report next to the index names one)")
+            from corpus.tokenizer import Tokenizer
+
+            tok = Tokenizer(tok_path)
+            print(f"--- sequence {k} ({len(tokens)} tokens) ---")
+            print(tok.decode(tokens.tolist()))
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from corpus.indexed import validate
+
+    vocab = args.vocab_size
+    if vocab is None and args.tokenizer:
+        from corpus.tokenizer import Tokenizer
+
+        vocab = Tokenizer(args.tokenizer).vocab_size
+    stats = validate(args.prefix, vocab_size=vocab)
+    print(f"{args.prefix}: valid ({stats.documents} documents, {stats.sequences} sequences, {stats.tokens} tokens)")
+    return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from corpus.indexed import merge
+
+    stats = merge(args.inputs, args.output)
+    print(f"{args.output}: {stats.documents} documents, {stats.sequences} sequences, {stats.tokens} tokens")
+    return 0
+
+
+def _sidecar_report(prefix: str) -> dict | None:
+    path = Path(prefix + ".json")
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        return None
+
+
+def length_histogram(lengths: np.ndarray, bins: int, width: int = 40) -> str:
+    counts, edges = np.histogram(lengths, bins=bins)
+    top = max(int(counts.max()), 1)
+    rows = []
+    for c, lo, hi in zip(counts.tolist(), edges[:-1], edges[1:]):
+        rows.append(f"  {int(lo):>6}-{int(hi):<6} {c:>9} {'#' * round(width * c / top)}")
+    return "\n".join(rows)
+
+
+def format_report(report: dict) -> str:
+    c = report["counts"]
+    lines = [
+        f"corpus {report['output']['prefix']} ({report['output']['dtype']} tokens)",
+        f"  records read      {c['records']:>12,}",
+        f"  documents written {c['documents']:>12,}   by language: "
+        + ", ".join(f"{k} {v:,}" for k, v in c["documents_by_lang"].items()),
+        f"  sequences         {c['sequences']:>12,}",
+        f"  tokens written    {c['tokens']:>12,}   (documents had {c['document_tokens']:,})",
+        f"  text              {c['text_bytes'] / 1e6:>12.2f} MB",
+        f"  sentences         {c['sentences']:>12,}   cut at token boundaries: {c['sentences_cut']:,}",
+    ]
+    skipped = c["skipped"]
+    lines.append(f"  skipped           {sum(skipped.values()):>12,}" + (
+        "   " + ", ".join(f"{k} {v:,}" for k, v in skipped.items()) if skipped else ""))
+    for reason, where in report.get("skipped_examples", {}).items():
+        lines.append(f"    {reason}: {'; '.join(where)}")
+    run = report.get("run", {})
+    if run.get("seconds") is not None:
+        lines.append(f"  took {run['seconds']:.2f} s with {run['workers']} worker(s): "
+                     f"{run['docs_per_s']} docs/s, {run['mb_per_s']} MB/s")
+    return "\n".join(lines)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m corpus", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("build", help="JSON lines → Megatron .bin/.idx (+ PREFIX.json report)")
+    b.add_argument("--config", help="YAML file of BuildConfig keys; the flags below override it")
+    b.add_argument("--input", action="append", help="file, directory or glob (repeatable)")
+    b.add_argument("--output", help="output prefix: writes PREFIX.bin, PREFIX.idx, PREFIX.json")
+    b.add_argument("--tokenizer", help="sentencepiece tokenizer.model")
+    b.add_argument("--workers", type=int)
+    b.add_argument("--text-field")
+    b.add_argument("--lang", help="default language: zh, en or code")
+    b.add_argument("--seq-length", type=int)
+    b.add_argument("--min-tokens", type=int)
+    b.add_argument("--overlap", action="store_true", default=None, help="CaMA's overlapping samples")
+    b.add_argument("--no-progress", action="store_true")
+    b.add_argument("--force", action="store_true", help="rebuild even if the output is up to date")
+    b.set_defaults(func=_build)
+
+    t = sub.add_parser("train-tokenizer", help="train a small LLaMA-like BPE tokenizer from JSON lines")
+    t.add_argument("--input", action="append", required=True)
+    t.add_argument("--out", required=True)
+    t.add_argument("--vocab-size", type=int, default=32000)
+    t.add_argument("--text-field", default="text")
+    t.add_argument("--max-bytes", type=int, default=100_000_000, help="stop reading after this much text")
+    t.set_defaults(func=_train_tokenizer)
+
+    i = sub.add_parser("inspect", help="counts, length histogram, decoded samples")
+    i.add_argument("prefix")
+    i.add_argument("--decode", type=int, action="append", default=[], metavar="K", help="decode sequence K")
+    i.add_argument("--tokenizer")
+    i.add_argument("--bins", type=int, default=10)
+    i.set_defaults(func=_inspect)
+
+    v = sub.add_parser("validate", help="check every invariant of a .bin/.idx pair")
+    v.add_argument("prefix")
+    v.add_argument("--vocab-size", type=int)
+    v.add_argument("--tokenizer")
+    v.set_defaults(func=_validate)
+
+    m = sub.add_parser("merge", help="concatenate .bin/.idx shards")
+    m.add_argument("output")
+    m.add_argument("inputs", nargs="+")
+    m.set_defaults(func=_merge)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from corpus.indexed import IndexFormatError
+    from corpus.reader import InputError
+    from corpus.tokenizer import TokenizerError
+
+    try:
+        return args.func(args)
+    except (ConfigError, InputError, TokenizerError, IndexFormatError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,110 @@
+"""Streaming line reader for (optionally compressed) JSON-lines inputs.
+
+Lines are read as bytes with a size cap, so a 50 MB line costs a bounded buffer, not 50 MB, and a
+truncated or corrupt compressed file ends that file's stream with a counted error instead of a
+crash. Decoding and JSON parsing happen later, in the workers.
+"""
+
+from __future__ import annotations
+
+import bz2
+import glob
+import gzip
+import lzma
+import os
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".jsonl.bz2", ".json.bz2", ".jsonl.xz", ".json.xz")
+# Errors a decompressor raises on a truncated or damaged stream.
+STREAM_ERRORS = (EOFError, OSError, zlib.error, lzma.LZMAError, gzip.BadGzipFile)
+
+
+class InputError(ValueError):
+    """An input path names nothing readable."""
+
+
+@dataclass(frozen=True)
+class Line:
+    path: str
+    lineno: int
+    data: bytes | None  # None: the line was longer than the cap and was skipped
+
+
+@dataclass(frozen=True)
+class StreamError:
+    path: str
+    lineno: int
+    reason: str
+    detail: str
+
+
+def expand_inputs(patterns: list[str]) -> list[Path]:
+    """Files named by paths, directories (their JSON-lines files, recursively) and globs, in sorted order.
+
+    The order is part of the output's identity: the same inputs always give the same document order.
+    """
+    files: list[Path] = []
+    for pattern in patterns:
+        if any(ch in pattern for ch in "*?["):
+            matches = sorted(glob.glob(pattern, recursive=True))
+            if not matches:
+                raise InputError(f"input pattern matches no file: {pattern}")
+            files.extend(Path(m) for m in matches if Path(m).is_file())
+            continue
+        path = Path(pattern)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(SUFFIXES))
+            if not found:
+                raise InputError(f"input directory has no JSON-lines files ({', '.join(SUFFIXES)}): {path}")
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise InputError(f"input not found: {path}")
+    return files
+
+
+def open_binary(path: Path) -> BinaryIO:
+    name = path.name
+    if name.endswith(".gz"):
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    if name.endswith(".bz2"):
+        return bz2.open(path, "rb")  # type: ignore[return-value]
+    if name.endswith(".xz"):
+        return lzma.open(path, "rb")  # type: ignore[return-value]
+    return open(path, "rb", buffering=1 << 20)
+
+
+def read_lines(path: Path, max_bytes: int) -> Iterator[Line | StreamError]:
+    """Yield every line of ``path`` (without its newline), or a StreamError where the file breaks off.
+
+    A line longer than ``max_bytes`` is consumed in ``max_bytes`` pieces and yielded with
+    ``data=None`` so the caller can count it without holding it.
+    """
+    lineno = 0
+    try:
+        with open_binary(path) as f:
+            while True:
+                line = f.readline(max_bytes + 1)
+                if not line:
+                    return
+                lineno += 1
+                if len(line) > max_bytes and not line.endswith(b"\n"):
+                    while line and not line.endswith(b"\n"):
+                        line = f.readline(max_bytes + 1)
+                    yield Line(str(path), lineno, None)
+                    continue
+                yield Line(str(path), lineno, line.rstrip(b"\r\n"))
+    except STREAM_ERRORS as exc:
+        yield StreamError(str(path), lineno + 1, "truncated_or_corrupt_input", f"{type(exc).__name__}: {exc}")
+
+
+def input_size(files: list[Path]) -> int | None:
+    """Total bytes to read, when knowable without decompressing (progress bar total)."""
+    if any(not p.name.endswith((".jsonl", ".json")) for p in files):
+        return None
+    return sum(os.path.getsize(p) for p in files)

@@ -1,0 +1,187 @@
+"""LLaMA sentencepiece tokenizer: loading, batch encoding, and training a small local model.
+
+The corpus contract is a LLaMA ``tokenizer.model``: BPE with byte fallback, identity normalisation,
+``add_dummy_prefix`` on, unk/bos/eos = 0/1/2, the vocabulary not expanded. No model hub is reachable
+from our machines, so tests and the demo train a small model with the same settings
+(:func:`train_tokenizer`).
+
+Whole-document encoding plus byte offsets
+-----------------------------------------
+A document is encoded once, whole; sentence boundaries are then mapped onto token positions. Encoding
+sentence by sentence (as CaMA did) inserts sentencepiece's dummy-prefix ``▁`` at every sentence start:
+the tokens would no longer be those of the document. :meth:`Tokenizer.token_ends` gives each token's
+end as a byte offset into the UTF-8 document from a per-piece byte-length table and a cumulative sum,
+which costs a fraction of the encode itself.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import sentencepiece as spm
+
+UNK_ID, BOS_ID, EOS_ID = 0, 1, 2
+SPACE_PIECE = "\u2581"  # "▁": sentencepiece's visible space
+
+
+class TokenizerError(ValueError):
+    """A tokenizer file is missing, unreadable, or not LLaMA-like."""
+
+
+class Tokenizer:
+    """A loaded sentencepiece model with the LLaMA conventions checked."""
+
+    def __init__(self, model_file: str | os.PathLike) -> None:
+        self.path = Path(model_file)
+        if not self.path.is_file():
+            raise TokenizerError(f"tokenizer model not found: {self.path}")
+        sp = spm.SentencePieceProcessor()
+        try:
+            sp.Load(str(self.path))
+        except (OSError, RuntimeError) as exc:
+            raise TokenizerError(f"{self.path}: not a sentencepiece model ({exc})") from exc
+        if (sp.bos_id(), sp.eos_id()) != (BOS_ID, EOS_ID):
+            raise TokenizerError(
+                f"{self.path}: bos/eos ids are {sp.bos_id()}/{sp.eos_id()}, LLaMA uses {BOS_ID}/{EOS_ID}"
+            )
+        self.sp = sp
+        self.vocab_size: int = sp.GetPieceSize()
+        self.bos_id, self.eos_id, self.unk_id = BOS_ID, EOS_ID, sp.unk_id()
+        self.piece_nbytes = self._piece_byte_lengths(sp)
+
+    @staticmethod
+    def _piece_byte_lengths(sp: spm.SentencePieceProcessor) -> np.ndarray:
+        """Bytes of the *input* each piece stands for.
+
+        ``▁`` stands for one space byte, a byte-fallback piece ``<0xNN>`` for one byte, control pieces
+        (bos/eos/pad) for none. The unknown piece has no fixed length: it is marked -1 so that a
+        document containing it takes the slow, exact path.
+        """
+        n = sp.GetPieceSize()
+        out = np.empty(n, dtype=np.int64)
+        for i in range(n):
+            if sp.IsByte(i):
+                out[i] = 1
+            elif sp.IsControl(i):
+                out[i] = 0
+            elif sp.IsUnknown(i):
+                out[i] = -1
+            else:
+                out[i] = len(sp.IdToPiece(i).replace(SPACE_PIECE, " ").encode("utf-8"))
+        return out
+
+    def encode(self, text: str) -> list[int]:
+        return self.sp.Encode(text)
+
+    def encode_batch(self, texts: Sequence[str], num_threads: int = 1) -> list[list[int]]:
+        """Encode many documents in one call (sentencepiece releases the GIL inside)."""
+        return self.sp.Encode(list(texts), num_threads=num_threads)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self.sp.Decode([int(i) for i in ids])
+
+    def token_ends(self, ids: np.ndarray, text: str, data: bytes) -> np.ndarray:
+        """End byte offset (exclusive) in ``data`` (= ``text`` as UTF-8) of each token in ``ids``.
+
+        The pieces of a whole-document encoding spell ``" " + text`` (the dummy prefix) when the model
+        uses identity normalisation, so a cumulative sum of piece lengths minus one is the offset. If
+        the lengths do not add up (an unknown piece, or a model that normalises its input) we fall
+        back to sentencepiece's own per-piece offsets, which are exact but slower.
+        """
+        lengths = self.piece_nbytes[ids]
+        ends = np.cumsum(lengths)
+        if len(ids) and lengths.min() >= 0 and ends[-1] == len(data) + 1:
+            ends -= 1
+            # A lone dummy-prefix piece stands for no input: like any such piece it goes with the
+            # token after it (the same rule the exact path applies).
+            lead = int(np.searchsorted(ends, 0, side="right"))
+            if 0 < lead < len(ends):
+                ends[:lead] = ends[lead]
+            return ends
+        return self._token_ends_exact(text, len(ids))
+
+    def _token_ends_exact(self, text: str, n_tokens: int) -> np.ndarray:
+        proto = self.sp.Encode(text, return_type="proto")
+        if len(proto.pieces) != n_tokens:
+            raise TokenizerError(f"{self.path}: encoding is not deterministic for the same text")
+        # sentencepiece reports offsets into the original UTF-8 input. Pieces that stand for no
+        # input of their own (all but the last byte-fallback piece of a character) get the end of
+        # the next piece that does, so a boundary between characters never falls between them.
+        begins = np.fromiter((p.begin for p in proto.pieces), dtype=np.int64, count=n_tokens)
+        ends = np.fromiter((p.end for p in proto.pieces), dtype=np.int64, count=n_tokens)
+        filled = np.where(ends > begins, ends, np.iinfo(np.int64).max)
+        filled = np.minimum.accumulate(filled[::-1])[::-1]
+        filled[filled == np.iinfo(np.int64).max] = len(text.encode("utf-8"))
+        return np.maximum.accumulate(filled) if n_tokens else filled
+
+
+def train_tokenizer(
+    texts: Iterable[str],
+    model_path: str | os.PathLike,
+    vocab_size: int,
+    *,
+    max_sentence_bytes: int = 4096,
+    input_sentence_size: int = 0,
+) -> Path:
+    """Train a LLaMA-like BPE model from ``texts`` (one training sentence each) into ``model_path``.
+
+    Settings follow the LLaMA tokenizer: BPE, byte fallback, digits split, identity normalisation,
+    no whitespace collapsing, dummy prefix, unk/bos/eos 0/1/2, no pad. Training is single-threaded
+    and unshuffled so the same input yields a byte-identical model. The model is written to a
+    temporary name next to the target and renamed, so a crash leaves no half-written file.
+    """
+    model_path = Path(model_path)
+    model_path.parent.mkdir(parents=True, exist_ok=True)
+    n_lines = 0
+
+    def lines() -> Iterable[str]:
+        # The trainer learns from lines; a newline inside a text would end a sentence anyway.
+        nonlocal n_lines
+        for text in texts:
+            for line in text.splitlines():
+                if line.strip():
+                    n_lines += 1
+                    yield line
+
+    buf = io.BytesIO()
+    try:
+        # An iterator instead of an input file keeps temporary paths out of the model's
+        # trainer_spec, which would otherwise make two identical trainings differ in bytes.
+        spm.SentencePieceTrainer.Train(
+            sentence_iterator=iter(lines()),
+            model_writer=buf,
+            model_type="bpe",
+            vocab_size=vocab_size,
+            character_coverage=0.99995,
+            byte_fallback=True,
+            split_digits=True,
+            allow_whitespace_only_pieces=True,
+            normalization_rule_name="identity",
+            remove_extra_whitespaces=False,
+            add_dummy_prefix=True,
+            unk_id=UNK_ID,
+            bos_id=BOS_ID,
+            eos_id=EOS_ID,
+            pad_id=-1,
+            max_sentence_length=max_sentence_bytes,
+            input_sentence_size=input_sentence_size,
+            shuffle_input_sentence=False,
+            num_threads=1,
+            hard_vocab_limit=False,
+            minloglevel=2,
+        )
+    except RuntimeError as exc:
+        if n_lines == 0:
+            raise TokenizerError("no text to train a tokenizer on") from exc
+        raise TokenizerError(f"sentencepiece training failed: {exc}") from exc
+    tmp = model_path.with_name(f"{model_path.name}.tmp.{os.getpid()}")
+    try:
+        tmp.write_bytes(buf.getvalue())
+        os.replace(tmp, model_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return model_path

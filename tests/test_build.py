@@ -1,0 +1,260 @@
+"""`corpus build` end to end: whole-document tokens, sentence-aligned samples, determinism across
+worker counts, bad input skipped and counted, bad config rejected by name."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, SAMPLES
+from corpus import sentences
+from corpus.build import BuildConfig, build, sentence_token_counts
+from corpus.config import ConfigError, load_config
+from corpus.indexed import IndexedReader, validate
+from corpus.reader import InputError
+from corpus.tokenizer import Tokenizer
+
+
+def _cfg(tokenizer_path, out: Path, **kw) -> BuildConfig:
+    base = dict(input=[str(SAMPLES)], output=str(out / "corpus"), tokenizer=str(tokenizer_path), progress=False)
+    base.update(kw)
+    return BuildConfig(**base)
+
+
+def _records(path: Path) -> list[dict]:
+    return [json.loads(line) for p in sorted(path.glob("*.jsonl")) for line in p.open(encoding="utf-8")]
+
+
+@pytest.fixture(scope="module")
+def built(tokenizer_path, tmp_path_factory):
+    out = tmp_path_factory.mktemp("build")
+    cfg = _cfg(tokenizer_path, out, seq_length=128, min_tokens=0, batch_bytes=8192)
+    return cfg, build(cfg)
+
+
+def test_documents_are_whole_document_encodings(built, tokenizer_path):
+    """Each document's sequences, BOS/EOS removed, are exactly the encoding of the whole document."""
+    cfg, report = built
+    tok = Tokenizer(tokenizer_path)
+    records = _records(SAMPLES)
+    with IndexedReader(cfg.output) as reader:
+        assert reader.num_documents == len(records) == report["counts"]["documents"]
+        for d, record in enumerate(records):
+            seqs = reader.document(d)
+            assert all(len(s) <= cfg.seq_length for s in seqs)
+            assert seqs[0][0] == tok.bos_id and seqs[-1][-1] == tok.eos_id
+            body = np.concatenate(seqs)[1:-1]
+            assert body.tolist() == tok.encode(record["text"]), record["id"]
+            assert tok.bos_id not in body.tolist() and tok.eos_id not in body.tolist()
+
+
+def test_samples_start_at_sentence_boundaries(built, tokenizer_path):
+    cfg, _ = built
+    tok = Tokenizer(tokenizer_path)
+    limit = cfg.seq_length - 2
+    cut_inside_long_sentences = 0
+    with IndexedReader(cfg.output) as reader:
+        for d, record in enumerate(_records(SAMPLES)):
+            text = record["text"]
+            data = text.encode()
+            ids = np.asarray(tok.encode(text), dtype=np.int64)
+            counts = sentence_token_counts(tok, ids, text, data, record["lang"], limit)
+            bounds = set(np.cumsum(counts).tolist())
+            starts = np.cumsum([len(s) for s in reader.document(d)])[:-1] - 1  # minus BOS
+            for start in starts.tolist():
+                if start not in bounds:
+                    # Only allowed inside a sentence longer than a sample.
+                    cum = np.cumsum(counts)
+                    i = int(np.searchsorted(cum, start, side="right"))
+                    assert counts[i] > limit, (record["id"], start)
+                    cut_inside_long_sentences += 1
+    # The samples include a sentence too long for 128 tokens: the cut path is exercised.
+    assert cut_inside_long_sentences > 0
+
+
+def test_code_is_never_cut_inside_a_line(tokenizer_path):
+    tok = Tokenizer(tokenizer_path)
+    text = "".join(f"    value_{i} = compute(value_{i - 1}, {i})\n" for i in range(1, 200))
+    text = "def long_function():\n" + text
+    data = text.encode()
+    ids = np.asarray(tok.encode(text), dtype=np.int64)
+    counts = sentence_token_counts(tok, ids, text, data, "code", 100)
+    # One block (no blank line) far over the limit: split at line ends instead.
+    assert len(sentences.sentence_ends(data, "code")) == 1
+    assert len(counts) == text.count("\n")
+    assert counts.max() <= 100
+
+
+def test_byte_identical_whatever_the_worker_count(tokenizer_path, tmp_path):
+    outputs = []
+    for workers, batch in ((1, 1 << 20), (2, 4096), (3, 20000)):
+        cfg = _cfg(tokenizer_path, tmp_path / f"w{workers}", workers=workers, batch_bytes=batch, seq_length=256)
+        build(cfg)
+        outputs.append((Path(cfg.output + ".bin").read_bytes(), Path(cfg.output + ".idx").read_bytes()))
+    assert outputs[0] == outputs[1] == outputs[2]
+
+
+def test_overlap_mode_writes_more_tokens(tokenizer_path, tmp_path):
+    plain = build(_cfg(tokenizer_path, tmp_path / "plain", seq_length=128))
+    overlap = build(_cfg(tokenizer_path, tmp_path / "overlap", seq_length=128, overlap=True))
+    assert overlap["counts"]["sequences"] == plain["counts"]["sequences"]
+    assert overlap["counts"]["tokens"] > plain["counts"]["tokens"]
+
+
+def test_whole_document_beats_sentence_by_sentence(tokenizer_path):
+    """CaMA encoded sentence by sentence: every sentence start gains a dummy-prefix token."""
+    tok = Tokenizer(tokenizer_path)
+    zh = [r["text"] for r in _records(SAMPLES) if r["lang"] == "zh"]
+    whole = sum(len(tok.encode(t)) for t in zh)
+    per_sentence = sum(len(ids) for t in zh for ids in tok.encode_batch(sentences.split(t, "zh")))
+    assert per_sentence > whole * 1.01
+
+
+def _write_bad_inputs(d: Path) -> None:
+    good = {"text": "这是一个正常的句子，它足够长，可以通过最小长度的过滤。第二句话也在这里！", "lang": "zh"}
+    lines = [
+        json.dumps(good, ensure_ascii=False).encode(),
+        b'{"text": "unterminated',
+        b'\xff\xfe{"text": "bad utf-8"}',
+        json.dumps({"content": "no text field"}).encode(),
+        json.dumps({"text": "   \n  "}).encode(),
+        json.dumps({"text": 42}).encode(),
+        b'["a list"]',
+        json.dumps({"text": "ok", "lang": "fr"}).encode(),
+        b'{"text": "lone surrogate \\ud800 here, long enough to pass the filter easily"}',
+        b'{"text": "' + b"x" * (50 << 20) + b'"}',
+        json.dumps({"text": "短"}, ensure_ascii=False).encode(),
+        json.dumps(good, ensure_ascii=False).encode(),
+    ]
+    (d / "bad.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    # A gzip member cut in the middle: the good lines before the cut are kept.
+    lines = [json.dumps(dict(good, id=i), ensure_ascii=False).encode() for i in range(3000)]
+    blob = gzip.compress(b"\n".join(lines) + b"\n")
+    (d / "truncated.jsonl.gz").write_bytes(blob[: len(blob) // 2])
+
+
+def test_bad_input_is_skipped_and_counted(tokenizer_path, tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    _write_bad_inputs(inputs)
+    cfg = _cfg(tokenizer_path, tmp_path, input=[str(inputs)], max_record_bytes=1 << 20)
+    report = build(cfg)
+    skipped = report["counts"]["skipped"]
+    assert skipped == {
+        "bad_field_type": 1,
+        "empty_text": 1,
+        "invalid_json": 1,
+        "invalid_unicode": 1,
+        "invalid_utf8": 1,
+        "missing_field": 1,
+        "not_an_object": 1,
+        "record_too_large": 1,
+        "too_short": 1,
+        "truncated_or_corrupt_input": 1,
+        "unknown_lang": 1,
+    }
+    assert report["skipped_examples"]["invalid_json"] == [f"{inputs / 'bad.jsonl'}:2"]
+    assert "truncated.jsonl.gz" in report["skipped_examples"]["truncated_or_corrupt_input"][0]
+    # Two good lines in bad.jsonl plus what was readable of the gzip file before the cut.
+    assert 1000 < report["counts"]["documents"] < 3000
+    validate(cfg.output, vocab_size=Tokenizer(tokenizer_path).vocab_size)
+    on_disk = json.loads(Path(cfg.output + ".json").read_text())
+    assert on_disk["counts"] == report["counts"]
+
+
+def test_nothing_usable_is_an_error_and_leaves_nothing(tokenizer_path, tmp_path):
+    (tmp_path / "empty.jsonl").write_text('{"text": ""}\n')
+    cfg = _cfg(tokenizer_path, tmp_path / "out", input=[str(tmp_path / "empty.jsonl")])
+    with pytest.raises(ValueError, match="no document survived"):
+        build(cfg)
+    assert not any((tmp_path / "out").iterdir())
+
+
+def test_rerun_skips_up_to_date_output(tokenizer_path, tmp_path):
+    cfg = _cfg(tokenizer_path, tmp_path)
+    first = build(cfg)
+    idx = Path(cfg.output + ".idx")
+    mtime = idx.stat().st_mtime_ns
+    again = build(cfg)
+    assert again.get("skipped_rebuild") and idx.stat().st_mtime_ns == mtime
+    assert again["counts"] == first["counts"]
+    cfg.seq_length = 64  # a different config is not up to date
+    assert not build(cfg).get("skipped_rebuild")
+
+
+def test_config_errors_name_the_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("input: [a.jsonl]\noutput: out\ntokenizer: t.model\nseq_lenght: 512\n")
+    with pytest.raises(ConfigError, match="seq_lenght"):
+        load_config(BuildConfig, bad)
+    bad.write_text("input: [a.jsonl]\noutput: out\ntokenizer: t.model\nworkers: two\n")
+    with pytest.raises(ConfigError, match="'workers'"):
+        load_config(BuildConfig, bad)
+    bad.write_text("input: [a.jsonl]\noutput: out\ntokenizer: t.model\nlang: fr\n")
+    with pytest.raises(ConfigError, match="'lang'"):
+        load_config(BuildConfig, bad)
+    bad.write_text("input: [a.jsonl]\ntokenizer: t.model\n")
+    with pytest.raises(ConfigError, match="'output'"):
+        load_config(BuildConfig, bad)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(BuildConfig, tmp_path / "missing.yaml")
+
+
+def test_missing_input_named(tokenizer_path, tmp_path):
+    with pytest.raises(InputError, match="nope.jsonl"):
+        build(_cfg(tokenizer_path, tmp_path, input=[str(tmp_path / "nope.jsonl")]))
+
+
+def _run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "corpus", *args], cwd=cwd, env=env, capture_output=True, text=True)
+
+
+def test_cli_build_inspect_validate_merge(tokenizer_path, tmp_path):
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text(
+        f"input: [{SAMPLES}]\noutput: {tmp_path / 'a'}\ntokenizer: {tokenizer_path}\nseq_length: 256\n"
+    )
+    r = _run("build", "--config", str(cfg_file), "--no-progress", "--workers", "2")
+    assert r.returncode == 0, r.stderr
+    assert "documents written" in r.stdout
+    r = _run("build", "--config", str(cfg_file), "--output", str(tmp_path / "b"), "--lang", "en", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    r = _run("inspect", str(tmp_path / "a"), "--decode", "0")
+    assert r.returncode == 0, r.stderr
+    assert "sequence 0" in r.stdout and "sequence length" in r.stdout
+    r = _run("merge", str(tmp_path / "ab"), str(tmp_path / "a"), str(tmp_path / "b"))
+    assert r.returncode == 0, r.stderr
+    r = _run("validate", str(tmp_path / "ab"), "--tokenizer", str(tokenizer_path))
+    assert r.returncode == 0 and "valid" in r.stdout, r.stderr
+    with IndexedReader(tmp_path / "a") as a, IndexedReader(tmp_path / "ab") as ab:
+        assert ab.num_documents == 2 * a.num_documents
+    # A bad key fails at once, naming it, with exit status 2 and no traceback.
+    cfg_file.write_text(cfg_file.read_text() + "wrokers: 3\n")
+    r = _run("build", "--config", str(cfg_file))
+    assert r.returncode == 2 and "wrokers" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_corpus_side_never_imports_torch():
+    code = ("import sys, corpus, corpus.build, corpus.cli, corpus.indexed, corpus.sentences; "
+            "sys.exit('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
+def test_megatron_reads_the_build_output(built):
+    from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+    cfg, _ = built
+    theirs = IndexedDataset(cfg.output)
+    with IndexedReader(cfg.output) as ours:
+        assert len(theirs) == len(ours)
+        assert np.array_equal(theirs.document_indices, ours.document_indices)
+        for i in range(len(ours)):
+            assert np.array_equal(theirs[i], ours[i])
