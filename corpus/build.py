@@ -29,7 +29,7 @@ import numpy as np
 from corpus import sentences
 from corpus.config import ConfigError
 from corpus.indexed import IndexedWriter, dtype_for_vocab
-from corpus.pack import PackConfig, materialize, pack
+from corpus.pack import PackConfig, materialize, pack_ends
 from corpus.reader import Line, StreamError, expand_inputs, input_size, read_lines
 from corpus.tokenizer import Tokenizer
 
@@ -126,23 +126,21 @@ def parse_record(data: bytes, text_field: str, lang_field: str | None, default_l
     return text, lang
 
 
-def sentence_token_counts(tok: Tokenizer, ids: np.ndarray, text: str, data: bytes, lang: str,
-                          limit: int) -> np.ndarray:
-    """Tokens per sentence of a whole-document encoding.
+def sentence_token_ends(tok_ends: np.ndarray, data: bytes, lang: str, limit: int) -> np.ndarray:
+    """Cumulative token count at the end of each sentence, given each token's end byte offset.
 
     A token that straddles a sentence boundary goes to the sentence it ends in. Code is split into
     blocks; a block too long for one sample is split at its line ends instead, never inside a line.
     """
-    tok_ends = tok.token_ends(ids, text, data)
     cuts = np.searchsorted(tok_ends, sentences.sentence_ends(data, lang), side="right")
-    if lang == "code":
+    if lang == "code" and len(cuts) and cuts[-1] > limit:
         sizes = np.diff(cuts, prepend=0)
-        if sizes.max(initial=0) > limit:
+        if sizes.max() > limit:
             line_cuts = np.searchsorted(tok_ends, sentences.line_ends(data), side="right")
             block = np.searchsorted(cuts, line_cuts, side="left")
             inside = (block < len(cuts)) & (sizes[np.minimum(block, len(cuts) - 1)] > limit)
             cuts = np.union1d(cuts, line_cuts[inside])
-    return np.diff(cuts, prepend=0)
+    return cuts
 
 
 class Processor:
@@ -157,48 +155,63 @@ class Processor:
 
     def process(self, lines: list[Line]) -> BatchResult:
         result = BatchResult(np.empty(0, self.dtype), np.empty(0, np.int64), np.empty(0, np.int64))
-        docs: list[tuple[Line, str, str]] = []
+        docs: list[tuple[Line, str, str, bytes]] = []
         for line in lines:
             result.counts["records"] += 1
             try:
                 if line.data is None:
                     raise DocumentError("record_too_large", f"over {self.cfg.max_record_bytes} bytes")
                 text, lang = parse_record(line.data, self.cfg.text_field, self.cfg.lang_field, self.cfg.lang)
-                # Lone surrogates from JSON escapes cannot be encoded: catch them before the tokenizer.
-                text.encode("utf-8")
+                # Lone surrogates from JSON escapes cannot be encoded: caught here, before the tokenizer.
+                data = text.encode("utf-8")
             except UnicodeEncodeError:
                 self._skip(result, line, "invalid_unicode")
                 continue
             except DocumentError as exc:
                 self._skip(result, line, exc.reason)
                 continue
-            docs.append((line, text, lang))
+            docs.append((line, text, lang, data))
         if not docs:
             return result
-        encoded = self.tok.encode_batch([text for _, text, _ in docs])
-        tokens, seq_lengths, doc_counts = [], [], []
-        for (line, text, lang), ids in zip(docs, encoded):
-            data = text.encode("utf-8")
-            ids_arr = np.asarray(ids, dtype=np.int64)
-            counts = sentence_token_counts(self.tok, ids_arr, text, data, lang, self.sentence_limit)
-            ranges = pack(counts, self.pack_cfg)
-            result.counts["sentences"] += len(counts)
-            result.counts["sentences_cut"] += int((counts > self.sentence_limit).sum())
-            result.counts["text_bytes"] += len(data)
-            result.counts["document_tokens"] += len(ids)
-            if len(ranges) == 0:
-                self._skip(result, line, "too_short")
-                continue
-            doc_tokens, lengths = materialize(ids_arr, ranges, self.pack_cfg, self.tok.bos_id, self.tok.eos_id,
-                                              self.dtype)
-            tokens.append(doc_tokens)
-            seq_lengths.append(lengths)
-            doc_counts.append(len(lengths))
-            result.counts["documents"] += 1
-            result.counts[f"documents_{lang}"] += 1
-        if tokens:
-            result.tokens = np.concatenate(tokens)
-            result.seq_lengths = np.concatenate(seq_lengths)
+        encoded = self.tok.encode_with_ends([d[1] for d in docs], [d[3] for d in docs])
+        cfg, limit = self.pack_cfg, self.pack_cfg.seq_length
+        reserved = int(cfg.add_bos) + int(cfg.add_eos)
+        head = np.array([self.tok.bos_id] if cfg.add_bos else [], dtype=np.int32)
+        tail = np.array([self.tok.eos_id] if cfg.add_eos else [], dtype=np.int32)
+        pieces: list[np.ndarray] = []
+        seq_lengths: list[int] = []
+        doc_counts: list[int] = []
+        c = result.counts
+        for (line, _, lang, data), (ids, tok_ends) in zip(docs, encoded):
+            n = len(ids)
+            c["text_bytes"] += len(data)
+            c["document_tokens"] += n
+            if 0 < n and n + reserved <= limit:
+                # One sample holds the whole document: where its sentences end does not matter.
+                if n + reserved < max(cfg.min_tokens, 1):
+                    self._skip(result, line, "too_short")
+                    continue
+                pieces += (head, ids, tail)
+                seq_lengths.append(n + reserved)
+                doc_counts.append(1)
+            else:
+                ends = sentence_token_ends(tok_ends, data, lang, self.sentence_limit)
+                c["split_documents"] += 1
+                c["sentences"] += len(ends)
+                c["sentences_cut"] += int((np.diff(ends, prepend=0) > self.sentence_limit).sum())
+                ranges = pack_ends(ends, cfg)
+                if len(ranges) == 0:
+                    self._skip(result, line, "too_short")
+                    continue
+                doc_tokens, lengths = materialize(ids, ranges, cfg, self.tok.bos_id, self.tok.eos_id, np.int32)
+                pieces.append(doc_tokens)
+                seq_lengths.extend(lengths.tolist())
+                doc_counts.append(len(lengths))
+            c["documents"] += 1
+            c[f"documents_{lang}"] += 1
+        if pieces:
+            result.tokens = np.concatenate(pieces).astype(self.dtype, copy=False)
+            result.seq_lengths = np.asarray(seq_lengths, dtype=np.int64)
             result.doc_seq_counts = np.asarray(doc_counts, dtype=np.int64)
         return result
 
@@ -348,6 +361,8 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
             "tokens": stats.tokens,
             "document_tokens": counts["document_tokens"],
             "text_bytes": counts["text_bytes"],
+            # Sentences are only looked for in documents longer than one sample.
+            "split_documents": counts["split_documents"],
             "sentences": counts["sentences"],
             "sentences_cut": counts["sentences_cut"],
             "skipped": dict(sorted(skipped.items())),

@@ -146,7 +146,8 @@ def format_report(report: dict) -> str:
         f"  sequences         {c['sequences']:>12,}",
         f"  tokens written    {c['tokens']:>12,}   (documents had {c['document_tokens']:,})",
         f"  text              {c['text_bytes'] / 1e6:>12.2f} MB",
-        f"  sentences         {c['sentences']:>12,}   cut at token boundaries: {c['sentences_cut']:,}",
+        f"  split documents   {c['split_documents']:>12,}   (longer than one sample; {c['sentences']:,} sentences, "
+        f"{c['sentences_cut']:,} cut at token boundaries)",
     ]
     skipped = c["skipped"]
     lines.append(f"  skipped           {sum(skipped.values()):>12,}" + (

@@ -47,22 +47,28 @@ class PackConfig:
 
 def unit_sizes(counts: np.ndarray, cfg: PackConfig) -> np.ndarray:
     """Sentence sizes in the effective stream, oversized sentences cut into near-equal parts."""
-    sizes = np.asarray(counts, dtype=np.int64).copy()
-    if len(sizes) == 0:
-        return sizes
-    sizes[0] += int(cfg.add_bos)
-    sizes[-1] += int(cfg.add_eos)
+    return np.diff(_unit_bounds(np.cumsum(np.asarray(counts, dtype=np.int64)), cfg))
+
+
+def _unit_bounds(ends: np.ndarray, cfg: PackConfig) -> np.ndarray:
+    """``[0, end_1, …, end_k]`` of the units in the effective stream (BOS/EOS counted)."""
+    bounds = np.empty(len(ends) + 1, dtype=np.int64)
+    bounds[0] = 0
+    bounds[1:] = ends
+    bounds[1:] += int(cfg.add_bos)
+    bounds[-1] += int(cfg.add_eos)
+    sizes = np.diff(bounds)
     limit = cfg.seq_length
-    if sizes.max() <= limit:
-        return sizes
-    parts: list[np.ndarray] = []
-    for size in sizes.tolist():
+    if len(sizes) == 0 or sizes.max() <= limit:
+        return bounds
+    parts: list[np.ndarray] = [np.zeros(1, dtype=np.int64)]
+    for start, size in zip(bounds[:-1].tolist(), sizes.tolist()):
         if size <= limit:
-            parts.append(np.array([size], dtype=np.int64))
+            parts.append(np.array([start + size], dtype=np.int64))
             continue
         k = -(-size // limit)
         base, extra = divmod(size, k)
-        parts.append(np.array([base + 1] * extra + [base] * (k - extra), dtype=np.int64))
+        parts.append(start + np.cumsum([base + 1] * extra + [base] * (k - extra), dtype=np.int64))
     return np.concatenate(parts)
 
 
@@ -72,23 +78,29 @@ def pack(counts: np.ndarray, cfg: PackConfig) -> np.ndarray:
     ``counts`` are sentence token counts (zeros allowed: a sentence whose only token straddles the
     next boundary). Samples shorter than ``cfg.min_tokens`` are dropped; the rest keep their order.
     """
-    sizes = unit_sizes(counts, cfg)
-    cum = np.concatenate(([0], np.cumsum(sizes)))
-    total = int(cum[-1])
-    if total == 0:
-        return np.empty((0, 2), dtype=np.int64)
+    return pack_ends(np.cumsum(np.asarray(counts, dtype=np.int64)), cfg)
+
+
+def pack_ends(ends: np.ndarray, cfg: PackConfig) -> np.ndarray:
+    """:func:`pack` given cumulative sentence ends in tokens (the last is the document's length)."""
     limit = cfg.seq_length
-    ranges: list[tuple[int, int]] = []
-    start = 0  # unit index
-    n_units = len(sizes)
-    while start < n_units:
-        # Largest end with cum[end] - cum[start] <= limit; every unit fits, so end > start.
-        end = int(np.searchsorted(cum, cum[start] + limit, side="right")) - 1
-        first = start
-        if cfg.overlap:
-            first = int(np.searchsorted(cum, cum[end] - limit, side="left"))
-        ranges.append((int(cum[first]), int(cum[end])))
-        start = end
+    n_tokens = int(ends[-1]) if len(ends) else 0
+    total = n_tokens + int(cfg.add_bos) + int(cfg.add_eos)
+    if n_tokens == 0:
+        return np.empty((0, 2), dtype=np.int64)
+    if total <= limit:  # the common short document: one sample, no search
+        ranges = [(0, total)]
+    else:
+        cum = _unit_bounds(ends, cfg)
+        ranges = []
+        start = 0  # index into cum
+        last = len(cum) - 1
+        while start < last:
+            # Largest end with cum[end] - cum[start] <= limit; every unit fits, so end > start.
+            end = int(np.searchsorted(cum, cum[start] + limit, side="right")) - 1
+            first = int(np.searchsorted(cum, cum[end] - limit, side="left")) if cfg.overlap else start
+            ranges.append((int(cum[first]), int(cum[end])))
+            start = end
     out = np.asarray(ranges, dtype=np.int64)
     return out[(out[:, 1] - out[:, 0]) >= max(cfg.min_tokens, 1)]
 

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import ROOT, SAMPLES
 from corpus import sentences
-from corpus.build import BuildConfig, build, sentence_token_counts
+from corpus.build import BuildConfig, build, sentence_token_ends
 from corpus.config import ConfigError, load_config
 from corpus.indexed import IndexedReader, validate
 from corpus.reader import InputError
@@ -65,8 +65,9 @@ def test_samples_start_at_sentence_boundaries(built, tokenizer_path):
             text = record["text"]
             data = text.encode()
             ids = np.asarray(tok.encode(text), dtype=np.int64)
-            counts = sentence_token_counts(tok, ids, text, data, record["lang"], limit)
-            bounds = set(np.cumsum(counts).tolist())
+            ends = sentence_token_ends(tok.token_ends(ids, text, data), data, record["lang"], limit)
+            counts = np.diff(ends, prepend=0)
+            bounds = set(ends.tolist())
             starts = np.cumsum([len(s) for s in reader.document(d)])[:-1] - 1  # minus BOS
             for start in starts.tolist():
                 if start not in bounds:
@@ -85,7 +86,7 @@ def test_code_is_never_cut_inside_a_line(tokenizer_path):
     text = "def long_function():\n" + text
     data = text.encode()
     ids = np.asarray(tok.encode(text), dtype=np.int64)
-    counts = sentence_token_counts(tok, ids, text, data, "code", 100)
+    counts = np.diff(sentence_token_ends(tok.token_ends(ids, text, data), data, "code", 100), prepend=0)
     # One block (no blank line) far over the limit: split at line ends instead.
     assert len(sentences.sentence_ends(data, "code")) == 1
     assert len(counts) == text.count("\n")

@@ -276,7 +276,7 @@ def check_ends(data: bytes, ends: np.ndarray) -> None:
     assert all((data[e] & 0xC0) != 0x80 for e in ends.tolist()[:-1])  # on a character start
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=250, deadline=None)
 @given(text=texts)
 def test_sentence_ends_properties(text):
     data = text.encode()
@@ -295,7 +295,7 @@ def test_sentence_ends_properties(text):
     assert set(sentence_ends(data, "code").tolist()) <= set(lines.tolist())
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(text=texts)
 def test_both_candidate_finders_agree(text):
     data = text.encode()

@@ -40,8 +40,13 @@ def test_training_is_deterministic(tmp_path):
 
 
 def test_encode_batch_equals_single(tok):
-    texts = sample_texts()[:10]
+    texts = sample_texts()[:10] + ["", "   ", "未知字符𠀀"]
     assert tok.encode_batch(texts) == [tok.encode(t) for t in texts]
+    batch = tok.encode_with_ends(texts, [t.encode() for t in texts])
+    for text, (ids, ends) in zip(texts, batch):
+        single = np.asarray(tok.encode(text), dtype=np.int64)
+        assert ids.tolist() == single.tolist()
+        assert np.array_equal(ends, tok.token_ends(single, text, text.encode()))
 
 
 def _cuts(ends: np.ndarray, text: str) -> np.ndarray:
