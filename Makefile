@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 DEMO_DIR ?= build/demo
 PYTEST_ARGS ?=
 
-.PHONY: demo test install install-corpus install-train install-dev sysdeps clean
+.PHONY: demo test install install-corpus install-train install-dev sysdeps clean cluster-up cluster-down cluster-status
 
 ## The main job on the embedded default: sample tokenizer, sample corpus → .bin/.idx, its report.
 demo: $(VENV)/.corpus
@@ -54,6 +54,10 @@ $(VENV)/.train: $(VENV)/.torch $(VENV)/.corpus pyproject.toml
 $(VENV)/.dev: $(VENV)/.torch $(VENV)/.corpus pyproject.toml
 	$(PIP) install -q -e '.[corpus,hpc,dev]'
 	@touch $@
+
+## The local dev Slurm cluster (3 nodes × 8 stand-in V100s); the tests start and stop it themselves.
+cluster-up cluster-down cluster-status: $(VENV)/.corpus
+	$(PY) -m hpc.devcluster $(subst cluster-,,$@)
 
 clean:
 	rm -rf build .pytest_cache
