@@ -28,7 +28,7 @@ import numpy as np
 
 from corpus import sentences
 from corpus.config import ConfigError
-from corpus.indexed import IndexedWriter, dtype_for_vocab
+from corpus.indexed import IndexedWriter, dtype_for_vocab, merge
 from corpus.pack import PackConfig, materialize, pack_ends
 from corpus.reader import Line, StreamError, expand_inputs, input_size, read_lines
 from corpus.tokenizer import Tokenizer
@@ -54,12 +54,21 @@ class BuildConfig:
     max_record_bytes: int = 16 << 20
     progress: bool = True
     force: bool = False
+    # One task of a sharded build (a Slurm array task): input files are split into num_shards
+    # contiguous runs; `corpus merge-shards` joins the shard outputs.
+    shard: int | None = None
+    num_shards: int = 1
 
     def __post_init__(self) -> None:
         if not self.input:
             raise ConfigError("key 'input': at least one input file, directory or glob is needed")
         if self.lang not in sentences.LANGS:
             raise ConfigError(f"key 'lang': {self.lang!r} is not one of {', '.join(sentences.LANGS)}")
+        if self.num_shards < 1:
+            raise ConfigError(f"key 'num_shards': must be >= 1, got {self.num_shards}")
+        if self.shard is not None and not 0 <= self.shard < self.num_shards:
+            raise ConfigError(f"key 'shard': must be in [0, {self.num_shards}) for num_shards {self.num_shards}, "
+                              f"got {self.shard}")
         for key in ("workers", "batch_bytes", "max_record_bytes"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"key {key!r}: must be >= 1, got {getattr(self, key)}")
@@ -78,14 +87,38 @@ class BuildConfig:
         return {k: getattr(self, k) for k in keys}
 
 
+class Tally:
+    """Counts, skip reasons and a few examples of each: per batch in a worker, then summed."""
+
+    def __init__(self) -> None:
+        self.counts: Counter = Counter()
+        self.skipped: Counter = Counter()
+        self.examples: dict[str, list[str]] = {}
+
+    def add(self, other: Tally) -> None:
+        self.counts.update(other.counts)
+        self.skipped.update(other.skipped)
+        for reason, where in other.examples.items():
+            kept = self.examples.setdefault(reason, [])
+            kept.extend(where[:EXAMPLES_PER_REASON - len(kept)])
+
+    def skip(self, reason: str, where: str) -> None:
+        self.skipped[reason] += 1
+        kept = self.examples.setdefault(reason, [])
+        if len(kept) < EXAMPLES_PER_REASON:
+            kept.append(where)
+
+    def progress(self, elapsed: float) -> str:
+        return (f"{self.counts['records'] / max(elapsed, 1e-9):,.0f} docs/s, {self.counts['documents']:,} written, "
+                f"{sum(self.skipped.values()):,} skipped")
+
+
 @dataclass
 class BatchResult:
     tokens: np.ndarray
     seq_lengths: np.ndarray
     doc_seq_counts: np.ndarray
-    counts: Counter = field(default_factory=Counter)
-    skipped: Counter = field(default_factory=Counter)
-    examples: dict[str, list[str]] = field(default_factory=dict)
+    tally: Tally = field(default_factory=Tally)
 
 
 class DocumentError(Exception):
@@ -157,7 +190,7 @@ class Processor:
         result = BatchResult(np.empty(0, self.dtype), np.empty(0, np.int64), np.empty(0, np.int64))
         docs: list[tuple[Line, str, str, bytes]] = []
         for line in lines:
-            result.counts["records"] += 1
+            result.tally.counts["records"] += 1
             try:
                 if line.data is None:
                     raise DocumentError("record_too_large", f"over {self.cfg.max_record_bytes} bytes")
@@ -181,7 +214,7 @@ class Processor:
         pieces: list[np.ndarray] = []
         seq_lengths: list[int] = []
         doc_counts: list[int] = []
-        c = result.counts
+        c = result.tally.counts
         for (line, _, lang, data), (ids, tok_ends) in zip(docs, encoded):
             n = len(ids)
             c["text_bytes"] += len(data)
@@ -217,10 +250,7 @@ class Processor:
 
     @staticmethod
     def _skip(result: BatchResult, line: Line, reason: str) -> None:
-        result.skipped[reason] += 1
-        examples = result.examples.setdefault(reason, [])
-        if len(examples) < EXAMPLES_PER_REASON:
-            examples.append(f"{line.path}:{line.lineno}")
+        result.tally.skip(reason, f"{line.path}:{line.lineno}")
 
 
 _PROCESSOR: Processor | None = None
@@ -298,13 +328,38 @@ def _fingerprint(cfg: BuildConfig, files: list[Path], tokenizer_sha: str) -> str
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
 
 
+def shard_prefix(output: str | os.PathLike, index: int, num_shards: int) -> Path:
+    return Path(f"{output}.shard-{index:05d}-of-{num_shards:05d}")
+
+
+def partition_files(files: list[Path], num_shards: int) -> list[list[Path]]:
+    """Contiguous runs of ``files`` of about equal total size, one per shard.
+
+    Contiguous, so that merging the shards in order gives the documents in input order: the merged
+    output is byte-identical to an unsharded build. A shard may be empty when files are few.
+    """
+    sizes = [os.path.getsize(p) for p in files]
+    total = sum(sizes) or 1
+    shards: list[list[Path]] = [[] for _ in range(num_shards)]
+    done = 0
+    for path, size in zip(files, sizes):
+        # The shard whose share of the bytes this file's middle falls in.
+        index = min(int((done + size / 2) * num_shards / total), num_shards - 1)
+        shards[index].append(path)
+        done += size
+    return shards
+
+
 def build(cfg: BuildConfig) -> dict[str, Any]:
-    """Run the build; return the report (also written next to the output as ``PREFIX.json``)."""
+    """Run the build (or one shard of it); return the report, also written as ``PREFIX.json``."""
     files = expand_inputs(cfg.input)
+    out = Path(cfg.output)
+    if cfg.shard is not None:
+        files = partition_files(files, cfg.num_shards)[cfg.shard]
+        out = shard_prefix(cfg.output, cfg.shard, cfg.num_shards)
     tok = Tokenizer(cfg.tokenizer)  # fail on a bad tokenizer before any worker starts
     tokenizer_sha = file_sha256(cfg.tokenizer)
     fingerprint = _fingerprint(cfg, files, tokenizer_sha)
-    out = Path(cfg.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     existing = _read_report(out)
     if not cfg.force and existing and existing.get("fingerprint") == fingerprint and _outputs_exist(out):
@@ -312,71 +367,117 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
         return existing
 
     started = time.time()
-    counts: Counter = Counter()
-    skipped: Counter = Counter()
-    examples: dict[str, list[str]] = {}
+    tally = Tally()
     stream_errors: list[StreamError] = []
     bar = _progress(cfg, input_size(files))
-    with IndexedWriter(out, dtype_for_vocab(tok.vocab_size)) as writer:
-        for result, size in run_ordered(batches(files, cfg, stream_errors), cfg):
-            pos = 0
-            lengths = result.seq_lengths
-            seq = 0
-            for n in result.doc_seq_counts.tolist():
-                doc_lengths = lengths[seq:seq + n]
-                n_tok = int(doc_lengths.sum())
-                writer.add_document(result.tokens[pos:pos + n_tok], doc_lengths)
-                pos += n_tok
-                seq += n
-            counts.update(result.counts)
-            skipped.update(result.skipped)
-            for reason, ex in result.examples.items():
-                examples.setdefault(reason, []).extend(ex[:EXAMPLES_PER_REASON - len(examples.get(reason, []))])
-            if bar is not None:
-                bar.update(size)
-                elapsed = max(time.time() - started, 1e-9)
-                bar.set_postfix_str(f"{counts['records'] / elapsed:,.0f} docs/s, {counts['documents']:,} written, "
-                                    f"{sum(skipped.values()):,} skipped", refresh=False)
-        if counts["documents"] == 0:
-            raise ValueError(
-                f"no document survived from {len(files)} input file(s); skipped: {dict(skipped) or 'none'}"
-            )
-        stats = writer.finalize()
-    if bar is not None:
-        bar.close()
+    try:
+        with IndexedWriter(out, dtype_for_vocab(tok.vocab_size)) as writer:
+            for result, size in run_ordered(batches(files, cfg, stream_errors), cfg):
+                _write_batch(writer, result)
+                tally.add(result.tally)
+                if bar is not None:
+                    bar.update(size)
+                    bar.set_postfix_str(tally.progress(time.time() - started), refresh=False)
+            if tally.counts["documents"] == 0 and cfg.shard is None:
+                raise ValueError(f"no document survived from {len(files)} input file(s); "
+                                 f"skipped: {dict(tally.skipped) or 'none'}")
+            stats = writer.finalize()
+    finally:
+        if bar is not None:
+            bar.close()
     for err in stream_errors:
-        skipped[err.reason] += 1
-        examples.setdefault(err.reason, []).append(f"{err.path}:{err.lineno}: {err.detail}")
+        tally.skip(err.reason, f"{err.path}:{err.lineno}: {err.detail}")
     seconds = time.time() - started
-    report = {
-        "output": {"prefix": str(out), "bin": str(out) + ".bin", "idx": str(out) + ".idx",
-                   "dtype": np.dtype(dtype_for_vocab(tok.vocab_size)).name},
-        "counts": {
-            "input_files": len(files),
-            "records": counts["records"],
-            "documents": stats.documents,
-            "documents_by_lang": {lang: counts[f"documents_{lang}"] for lang in sentences.LANGS
-                                  if counts[f"documents_{lang}"]},
-            "sequences": stats.sequences,
-            "tokens": stats.tokens,
-            "document_tokens": counts["document_tokens"],
-            "text_bytes": counts["text_bytes"],
-            # Sentences are only looked for in documents longer than one sample.
-            "split_documents": counts["split_documents"],
-            "sentences": counts["sentences"],
-            "sentences_cut": counts["sentences_cut"],
-            "skipped": dict(sorted(skipped.items())),
-        },
-        "skipped_examples": {k: v for k, v in sorted(examples.items())},
-        "tokenizer": {"path": str(cfg.tokenizer), "sha256": tokenizer_sha, "vocab_size": tok.vocab_size},
+    counts = {
+        "input_files": len(files),
+        "records": tally.counts["records"],
+        "documents": stats.documents,
+        "documents_by_lang": {lang: tally.counts[f"documents_{lang}"] for lang in sentences.LANGS
+                              if tally.counts[f"documents_{lang}"]},
+        "sequences": stats.sequences,
+        "tokens": stats.tokens,
+        "document_tokens": tally.counts["document_tokens"],
+        "text_bytes": tally.counts["text_bytes"],
+        # Sentences are only looked for in documents longer than one sample.
+        "split_documents": tally.counts["split_documents"],
+        "sentences": tally.counts["sentences"],
+        "sentences_cut": tally.counts["sentences_cut"],
+        "skipped": dict(sorted(tally.skipped.items())),
+    }
+    report = _report(cfg, out, counts, tally.examples, tok.vocab_size, tokenizer_sha, fingerprint, seconds)
+    _write_json(report_path(out), report)
+    return report
+
+
+def merge_shards(cfg: BuildConfig, num_shards: int) -> dict[str, Any]:
+    """Merge the ``num_shards`` shard outputs of ``cfg`` into ``cfg.output`` with a combined report.
+
+    Every shard must be complete (its report, the completion marker, and both files present); the
+    error names the missing ones so the failed array tasks can be rerun.
+    """
+    started = time.time()
+    prefixes = [shard_prefix(cfg.output, i, num_shards) for i in range(num_shards)]
+    reports = [_read_report(p) for p in prefixes]
+    missing = [str(p) for p, r in zip(prefixes, reports) if r is None or not _outputs_exist(p)]
+    if missing:
+        raise ValueError(f"{len(missing)} of {num_shards} shards are not complete: {', '.join(missing)}")
+    shas = {r["tokenizer"]["sha256"] for r in reports}
+    if len(shas) != 1:
+        raise ValueError(f"shards of {cfg.output} were built with different tokenizers")
+    merge([str(p) for p in prefixes], cfg.output)
+    counts = _sum_counts([r["counts"] for r in reports])
+    examples: dict[str, list[str]] = {}
+    for r in reports:
+        for reason, where in r.get("skipped_examples", {}).items():
+            kept = examples.setdefault(reason, [])
+            kept.extend(where[:EXAMPLES_PER_REASON - len(kept)])
+    fingerprint = hashlib.sha256("".join(r["fingerprint"] for r in reports).encode()).hexdigest()
+    report = _report(cfg, Path(cfg.output), counts, examples, reports[0]["tokenizer"]["vocab_size"],
+                     shas.pop(), fingerprint, time.time() - started)
+    report["shards"] = [str(p) for p in prefixes]
+    report["run"]["build_seconds"] = round(sum(r["run"]["seconds"] for r in reports), 3)
+    _write_json(report_path(cfg.output), report)
+    return report
+
+
+def _write_batch(writer: IndexedWriter, result: BatchResult) -> None:
+    pos = seq = 0
+    for n in result.doc_seq_counts.tolist():
+        doc_lengths = result.seq_lengths[seq:seq + n]
+        n_tok = int(doc_lengths.sum())
+        writer.add_document(result.tokens[pos:pos + n_tok], doc_lengths)
+        pos += n_tok
+        seq += n
+
+
+def _sum_counts(all_counts: list[dict[str, Any]]) -> dict[str, Any]:
+    total: dict[str, Any] = {}
+    for counts in all_counts:
+        for key, value in counts.items():
+            if isinstance(value, dict):
+                sub = total.setdefault(key, {})
+                for k, v in value.items():
+                    sub[k] = sub.get(k, 0) + v
+            else:
+                total[key] = total.get(key, 0) + value
+    total["skipped"] = dict(sorted(total.get("skipped", {}).items()))
+    return total
+
+
+def _report(cfg: BuildConfig, out: Path, counts: dict[str, Any], examples: dict[str, list[str]], vocab_size: int,
+            tokenizer_sha: str, fingerprint: str, seconds: float) -> dict[str, Any]:
+    return {
+        "output": {"prefix": str(out), "bin": f"{out}.bin", "idx": f"{out}.idx",
+                   "dtype": np.dtype(dtype_for_vocab(vocab_size)).name},
+        "counts": counts,
+        "skipped_examples": dict(sorted(examples.items())),
+        "tokenizer": {"path": str(cfg.tokenizer), "sha256": tokenizer_sha, "vocab_size": vocab_size},
         "config": asdict(cfg),
         "fingerprint": fingerprint,
         "run": {"seconds": round(seconds, 3), "workers": cfg.workers,
                 "docs_per_s": round(counts["records"] / seconds, 1) if seconds else None,
                 "mb_per_s": round(counts["text_bytes"] / seconds / 1e6, 2) if seconds else None},
     }
-    _write_json(report_path(out), report)
-    return report
 
 
 def _outputs_exist(prefix: Path) -> bool:

@@ -32,12 +32,22 @@ def _build(args: argparse.Namespace) -> int:
         "overlap": args.overlap,
         "progress": False if args.no_progress else None,
         "force": True if args.force else None,
+        "shard": args.shard,
+        "num_shards": args.num_shards,
     }
     cfg = load_config(BuildConfig, args.config, overrides)
     report = build(cfg)
     if report.get("skipped_rebuild"):
         print(f"{cfg.output}: up to date (same inputs, tokenizer and config); --force rebuilds", file=sys.stderr)
     print(format_report(report))
+    return 0
+
+
+def _merge_shards(args: argparse.Namespace) -> int:
+    from corpus.build import BuildConfig, merge_shards
+
+    cfg = load_config(BuildConfig, args.config, {"output": args.output})
+    print(format_report(merge_shards(cfg, args.num_shards)))
     return 0
 
 
@@ -178,7 +188,15 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--overlap", action="store_true", default=None, help="CaMA's overlapping samples")
     b.add_argument("--no-progress", action="store_true")
     b.add_argument("--force", action="store_true", help="rebuild even if the output is up to date")
+    b.add_argument("--shard", type=int, metavar="I", help="build only shard I (0-based) of --num-shards")
+    b.add_argument("--num-shards", type=int, metavar="N", help="split the input files into N contiguous shards")
     b.set_defaults(func=_build)
+
+    ms = sub.add_parser("merge-shards", help="join the outputs of a sharded build (after the array job)")
+    ms.add_argument("--config", required=True)
+    ms.add_argument("--num-shards", type=int, required=True, metavar="N")
+    ms.add_argument("--output", help="the build's output prefix, if not the config's")
+    ms.set_defaults(func=_merge_shards)
 
     t = sub.add_parser("train-tokenizer", help="train a small LLaMA-like BPE tokenizer from JSON lines")
     t.add_argument("--input", action="append", required=True)

@@ -3,6 +3,7 @@ worker counts, bad input skipped and counted, bad config rejected by name."""
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import os
@@ -15,7 +16,7 @@ import pytest
 
 from conftest import ROOT, SAMPLES
 from corpus import sentences
-from corpus.build import BuildConfig, build, sentence_token_ends
+from corpus.build import BuildConfig, build, merge_shards, sentence_token_ends
 from corpus.config import ConfigError, load_config
 from corpus.indexed import IndexedReader, validate
 from corpus.reader import InputError
@@ -100,6 +101,35 @@ def test_byte_identical_whatever_the_worker_count(tokenizer_path, tmp_path):
         build(cfg)
         outputs.append((Path(cfg.output + ".bin").read_bytes(), Path(cfg.output + ".idx").read_bytes()))
     assert outputs[0] == outputs[1] == outputs[2]
+
+
+def test_sharded_build_merges_to_the_unsharded_bytes(tokenizer_path, tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i, record in enumerate(_records(SAMPLES)):
+        with (inputs / f"part-{i // 10:03d}.jsonl").open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    whole = _cfg(tokenizer_path, tmp_path / "whole", input=[str(inputs)], seq_length=256)
+    build(whole)
+    sharded = _cfg(tokenizer_path, tmp_path / "sharded", input=[str(inputs)], seq_length=256)
+    for shard in (2, 0, 1):  # array tasks finish in any order
+        build(dataclasses.replace(sharded, shard=shard, num_shards=3))
+    report = merge_shards(sharded, 3)
+    for ext in (".bin", ".idx"):
+        assert Path(sharded.output + ext).read_bytes() == Path(whole.output + ext).read_bytes()
+    assert report["counts"]["documents"] == len(_records(SAMPLES))
+    assert report["counts"]["input_files"] == len(list(inputs.iterdir()))
+    # A rerun of a finished shard is skipped (its report is the completion marker).
+    assert build(dataclasses.replace(sharded, shard=1, num_shards=3)).get("skipped_rebuild")
+    # More shards than files: the empty shards are valid and the merge is the same.
+    for shard in range(12):
+        build(dataclasses.replace(sharded, shard=shard, num_shards=12))
+    merge_shards(sharded, 12)
+    assert Path(sharded.output + ".bin").read_bytes() == Path(whole.output + ".bin").read_bytes()
+    # A missing shard is named.
+    Path(f"{sharded.output}.shard-00004-of-00012.json").unlink()
+    with pytest.raises(ValueError, match="shard-00004-of-00012"):
+        merge_shards(sharded, 12)
 
 
 def test_overlap_mode_writes_more_tokens(tokenizer_path, tmp_path):
