@@ -17,7 +17,7 @@ demo: $(VENV)/.corpus
 	$(PY) -m corpus train-tokenizer --input examples/data/corpus --vocab-size 3000 --out $(DEMO_DIR)/tokenizer.model
 	$(PY) -m corpus build --config configs/tiny/corpus.yaml
 	$(PY) -m corpus validate $(DEMO_DIR)/corpus --tokenizer $(DEMO_DIR)/tokenizer.model
-	$(PY) -m corpus inspect $(DEMO_DIR)/corpus --decode 0
+	$(PY) -m corpus inspect $(DEMO_DIR)/corpus --decode 0 --no-report
 
 ## Everything the tests need (system packages included), then the whole suite.
 test: sysdeps $(VENV)/.dev

@@ -91,7 +91,7 @@ def _inspect(args: argparse.Namespace) -> int:
                   f"mean {lengths.mean():.1f}, max {lengths.max()}")
             print(length_histogram(lengths, args.bins))
         report = _sidecar_report(args.prefix)
-        if report:
+        if report and not args.no_report:
             print(format_report(report))
         for k in args.decode:
             tokens = reader[k]
@@ -211,6 +211,7 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("--decode", type=int, action="append", default=[], metavar="K", help="decode sequence K")
     i.add_argument("--tokenizer")
     i.add_argument("--bins", type=int, default=10)
+    i.add_argument("--no-report", action="store_true", help="leave out the build report next to the index")
     i.set_defaults(func=_inspect)
 
     v = sub.add_parser("validate", help="check every invariant of a .bin/.idx pair")
