@@ -1,8 +1,8 @@
-"""`python -m hpc`: no commands yet (see the package docstring)."""
+"""`python -m hpc`: lists the commands (each is its own module)."""
 
 import sys
 
 import hpc
 
-print(f"python -m hpc: no commands yet.\n\n{hpc.__doc__.strip()}", file=sys.stderr)
+print(f"python -m hpc.<command>\n\n{hpc.__doc__.strip()}", file=sys.stderr)
 raise SystemExit(2)

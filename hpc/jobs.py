@@ -1,0 +1,185 @@
+"""Job kinds → entry points: what `python -m hpc.submit KIND` runs, with which config, in what shape.
+
+One entry per kind. A kind names its entry point (`module:function`, called with the loaded config),
+the config class its YAML loads into (so a bad job config fails before submission, naming the key),
+and its resource shape:
+
+- ``gpus=True``: nodes × gpus_per_node Slurm tasks, one task per GPU; every task calls
+  ``hpc.dist.setup()`` (Slurm env → torch.distributed env) before the entry point. Defaults: all the
+  partition's nodes (``nodes=None``) or a fixed count, and all of a node's GPUs.
+- ``gpus=False``: one CPU task (``cpus`` CPUs); the ``sharded`` kind (corpus) becomes an array of
+  such tasks plus a merge job (hpc.submit plans it).
+
+The training and recovery entry points arrive with later issues: until their module exists,
+submitting them fails before anything reaches Slurm, and ``--dry-run`` still shows the script.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.util
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from corpus.config import ConfigError, load_config, load_yaml
+
+
+class EntryPointMissing(RuntimeError):
+    """The kind's entry point is not installed (yet): nothing can run, nothing is submitted."""
+
+
+@dataclass(frozen=True)
+class JobKind:
+    name: str
+    summary: str
+    entry: str                 # "module:function", called with the loaded config
+    config: str | None         # "module:Class" the job YAML loads into (None: a plain mapping)
+    gpus: bool                 # one task per GPU, hpc.dist.setup() in each; else one CPU task
+    nodes: int | None = 1      # default node count (None: every node of the partition)
+    gpus_per_node: int | None = None  # default GPUs per node (None: all of a node's)
+    time: str | None = None    # default --time (Slurm syntax); None: the partition's limit
+    sharded: bool = False      # an array, one task per shard, then a merge job (corpus)
+    hidden: bool = False       # not listed in --help (the smoke-test kind)
+    arrives_with: str = ""     # the issue that brings a missing entry point, for the error message
+
+    @property
+    def module(self) -> str:
+        return self.entry.partition(":")[0]
+
+
+KINDS: dict[str, JobKind] = {k.name: k for k in (
+    JobKind("corpus", "sharded corpus build: an array task per shard, then a merge job (afterok)",
+            entry="corpus.build:build", config="corpus.build:BuildConfig", gpus=False, time="4:00:00",
+            sharded=True),
+    JobKind("pretrain", "continued pretraining, DeepSpeed ZeRO-3 across every node (train.pretrain)",
+            entry="train.pretrain:main", config="train.pretrain:PretrainConfig", gpus=True, nodes=None,
+            arrives_with="the training issue"),
+    JobKind("lora", "LoRA instruction tuning on one node's GPUs (train.lora)",
+            entry="train.lora:main", config="train.lora:LoraConfig", gpus=True, nodes=1,
+            arrives_with="the LoRA issue"),
+    JobKind("recover", "restore weights from a published diff on one GPU (recover apply)",
+            entry="recover.apply:main", config="recover.apply:ApplyConfig", gpus=True, nodes=1,
+            gpus_per_node=1, time="4:00:00", arrives_with="the recovery issue"),
+    JobKind("probe", "smoke test: report where the job ran (fail: true makes it raise)",
+            entry="hpc.jobs:probe", config="hpc.jobs:ProbeConfig", gpus=False, time="0:10:00",
+            hidden=True),
+    # The same on the GPU shape (one task per GPU, hpc.dist.setup() first): every rank reports the
+    # torch.distributed variables it got, without needing torch.
+    JobKind("probe-dist", "smoke test of the GPU shape: each rank reports RANK, WORLD_SIZE, MASTER_ADDR…",
+            entry="hpc.jobs:probe", config="hpc.jobs:ProbeConfig", gpus=True, nodes=1, time="0:10:00",
+            hidden=True),
+)}
+
+
+def get_kind(name: str) -> JobKind:
+    try:
+        return KINDS[name]
+    except KeyError:
+        raise ConfigError(f"unknown job kind {name!r} (kinds: {', '.join(public_kinds())})") from None
+
+
+def public_kinds() -> list[str]:
+    return [k for k, v in KINDS.items() if not v.hidden]
+
+
+def _resolve(ref: str) -> Any:
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def entry_installed(kind: JobKind) -> bool:
+    try:
+        return importlib.util.find_spec(kind.module) is not None
+    except ModuleNotFoundError:  # the parent package is missing too
+        return False
+
+
+def require_entry(kind: JobKind) -> None:
+    if not entry_installed(kind):
+        later = f" (it arrives with {kind.arrives_with})" if kind.arrives_with else ""
+        raise EntryPointMissing(
+            f"job kind {kind.name!r}: its entry point {kind.entry} is not installed{later}; nothing was "
+            f"submitted. `--dry-run` still shows the sbatch script.")
+
+
+def load_job_config(kind: JobKind, path: str | os.PathLike) -> Any:
+    """The job's YAML as its entry point's config object: unknown keys and bad values fail here.
+
+    A kind whose entry point is not installed yet gets the plain mapping (the file must still exist
+    and be a YAML mapping), so that --dry-run works before the entry point lands.
+    """
+    if not Path(path).is_file():
+        raise ConfigError(f"job config file not found: {path}")
+    if kind.config is None or not entry_installed(kind):
+        return load_yaml(path)
+    return load_config(_resolve(kind.config), path)
+
+
+# ---------------------------------------------------------------------------------------------
+# What runs inside a job. These are pickled by reference (module + name), so the job must import
+# this same checkout: hpc.submit exports PYTHONPATH for it.
+
+
+def run(kind_name: str, cfg: Any, distributed: bool = True) -> Any:
+    """One task of a job: the torch.distributed env first (GPU kinds under Slurm), then the entry point."""
+    kind = KINDS[kind_name]
+    if kind.gpus and distributed:
+        from hpc import dist  # inside the job only: the login node needs no torch.distributed env
+
+        dist.setup()
+    entry: Callable[[Any], Any] = _resolve(kind.entry)
+    return entry(cfg)
+
+
+def corpus_shard(cfg: Any, shard: int, num_shards: int) -> dict[str, Any]:
+    """One array task of a sharded corpus build; its report is the shard's completion marker."""
+    from corpus.build import build
+
+    report = build(dataclasses.replace(cfg, shard=shard, num_shards=num_shards, progress=False))
+    return {"shard": shard, "output": report["output"]["prefix"], "counts": report["counts"],
+            "skipped_rebuild": bool(report.get("skipped_rebuild"))}
+
+
+def corpus_merge(cfg: Any, num_shards: int) -> dict[str, Any]:
+    """The merge job: every shard complete → cfg.output, byte-identical to an unsharded build."""
+    from corpus.build import merge_shards
+
+    report = merge_shards(cfg, num_shards)
+    return {"output": report["output"]["prefix"], "counts": report["counts"], "shards": num_shards}
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    message: str = "hello from hpc.jobs.probe"
+    fail: bool = False        # raise, to see how a failing job surfaces
+    sleep_s: float = 0.0      # stay running this long (cancel and status tests)
+
+
+def probe(cfg: ProbeConfig) -> dict[str, Any]:
+    """Where the job ran and what Slurm gave it; printed to the job's log and returned."""
+    if cfg.sleep_s:
+        time.sleep(cfg.sleep_s)
+    info = {
+        "message": cfg.message,
+        "host": socket.gethostname(),
+        "job_id": os.environ.get("SLURM_JOB_ID"),
+        "job_name": os.environ.get("SLURM_JOB_NAME"),
+        "node": os.environ.get("SLURMD_NODENAME"),
+        "procid": os.environ.get("SLURM_PROCID"),
+        "ntasks": os.environ.get("SLURM_NTASKS"),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        # Set by hpc.dist.setup() in GPU-shaped jobs.
+        **{k.lower(): os.environ.get(k) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")},
+        "python": sys.executable,
+        "cwd": os.getcwd(),
+    }
+    print(f"probe: {info}", flush=True)
+    if cfg.fail:
+        raise RuntimeError(f"probe asked to fail: {cfg.message}")
+    return info

@@ -1,0 +1,35 @@
+#!/bin/bash
+# LoRA instruction tuning (peft) on one node × 8 V100 32GB, one srun task per GPU (8 ranks).
+#
+#   mkdir -p logs && sbatch slurm/lora_1x8v100.sh configs/lora/JOB.yaml
+#
+#SBATCH --job-name=cama-lora
+#SBATCH --nodes=1
+#SBATCH --ntasks-per-node=8
+# All 8 GPUs visible to every task: a task picks its GPU by LOCAL_RANK (see pretrain_3x8v100.sh).
+#SBATCH --gpus-per-node=8
+#SBATCH --cpus-per-task=2
+#SBATCH --mem=0
+#SBATCH --time=1-00:00:00
+#SBATCH --signal=B:USR2@120
+#SBATCH --requeue
+#SBATCH --open-mode=append
+# logs/ must exist in the job's working directory before submitting (Slurm does not create it).
+#SBATCH --output=logs/%x-%j.out
+##SBATCH --partition=gpu
+##SBATCH --account=my-account
+
+set -euo pipefail
+CONFIG="${1:?usage: sbatch slurm/lora_1x8v100.sh JOB.yaml}"
+CAMA_HOME="${CAMA_HOME:-${SLURM_SUBMIT_DIR:-$PWD}}"
+if [[ ! -f "$CAMA_HOME/slurm/lib.sh" ]]; then
+    echo "[cama] error: '$CAMA_HOME/slurm/lib.sh' not found: submit from the suite's checkout, or export CAMA_HOME=/path/to/it" >&2
+    exit 2
+fi
+# shellcheck source=slurm/lib.sh
+source "$CAMA_HOME/slurm/lib.sh"
+cama_setup "$CONFIG"
+
+# CAMA_ENTRY (test/debug hook): an executable run instead of `python -m train.lora`, same arguments.
+if [[ -n "${CAMA_ENTRY:-}" ]]; then entry=("$CAMA_ENTRY"); else entry=(python -m train.lora); fi
+cama_step python -m hpc.dist exec -- "${entry[@]}" --config "$CONFIG"
