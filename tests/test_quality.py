@@ -1,0 +1,252 @@
+"""corpus.quality: each rule passes a hand-written good document and fails a crafted bad one,
+the first-failing-rule order, thresholds from YAML, and the harmful-content density rule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from corpus.config import ConfigError
+from corpus.quality import (
+    RULE_NAMES,
+    QualityConfig,
+    check,
+    dup_ngram_fraction,
+    harmful_density,
+    load_quality_config,
+    top_ngram_fraction,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+CFG = QualityConfig()
+
+GOOD_ZH = (
+    "长江是亚洲第一长河，也是世界第三长河。它发源于青藏高原唐古拉山脉各拉丹冬峰的西南侧，"
+    "干流流经青海、西藏、四川、云南、重庆、湖北、湖南、江西、安徽、江苏和上海，最后在崇明岛以东注入东海。\n\n"
+    "长江流域气候温暖湿润，水量丰沛，自古以来就是中国重要的农业区。沿岸分布着许多历史名城，"
+    "例如武汉、南京和重庆。三峡工程建成以后，防洪、发电与航运的能力都得到了显著提高。"
+)
+
+GOOD_EN = (
+    "The river rises on the high plateau and flows east for more than six thousand kilometres before it "
+    "reaches the sea near a busy port city. Along the way it drains a basin that is home to hundreds of "
+    "millions of people, and its water has supported farming, trade and fishing for thousands of years.\n\n"
+    "Engineers have built several large dams on the main stream. They were designed to control floods, "
+    "to generate electricity and to make navigation easier for ships that carry grain, coal and steel "
+    "between inland towns and the coast."
+)
+
+
+def test_good_documents_pass_every_rule() -> None:
+    assert check(GOOD_ZH, "zh", CFG) is None
+    assert check(GOOD_EN, "en", CFG) is None
+
+
+# --- one passing and one failing example per rule -------------------------------------------------------
+
+def test_length_zh_counts_characters() -> None:
+    assert check("长江是亚洲第一长河。", "zh", CFG) == "length"
+    assert check(GOOD_ZH, "zh", QualityConfig(max_chars_zh=50)) == "length"
+
+
+def test_length_en_counts_words() -> None:
+    assert check("A short note about rivers and the sea.", "en", CFG) == "length"
+    assert check(GOOD_EN, "en", QualityConfig(min_words_en=50)) is None
+    assert check(GOOD_EN, "en", QualityConfig(min_words_en=200)) == "length"
+
+
+def test_code_gets_only_length() -> None:
+    code = "#!/bin/sh\n# ... ... ...\n" + "echo hi\n" * 50   # would fail symbol and duplicate-line rules as prose
+    assert check(code, "code", CFG) is None
+    assert check("x=1", "code", CFG) == "length"
+
+
+def test_cjk_ratio() -> None:
+    mostly_latin = "这是" + " ".join(f"item{i} value{i * 7} label{i * 3}" for i in range(20))
+    assert check(mostly_latin, "zh", CFG) == "cjk_ratio"
+    assert check(GOOD_ZH, "zh", QualityConfig(min_cjk_ratio=0.5)) is None
+
+
+def test_symbol_ratio() -> None:
+    hashtags = GOOD_EN + "\n" + " ".join(f"#tag{i}" for i in range(12))
+    assert check(hashtags, "en", CFG) == "symbol_ratio"
+    zh = GOOD_ZH + "……" * 30
+    assert check(zh, "zh", CFG) == "symbol_ratio"
+    assert check(GOOD_ZH.replace("，例如", "……例如"), "zh", CFG) is None
+
+
+def test_bullet_lines() -> None:
+    lines = ["• first item about the river", "• second item on the dams", "• third item on the ports",
+             "• fourth item about floods", "• fifth item about fishing and trade in the old towns"]
+    doc = "\n".join(lines) + "\n" + "\n".join("- " + w for w in GOOD_EN.replace("\n\n", " ").split(". "))
+    assert check(doc, "en", CFG) == "bullet_lines"
+    assert check(doc, "en", QualityConfig(max_bullet_lines=1.0)) is None
+
+
+def test_ellipsis_lines() -> None:
+    teasers = "\n".join(s + "..." for s in GOOD_EN.split(". "))
+    assert check(teasers, "en", CFG) == "ellipsis_lines"
+    assert check("\n".join(GOOD_EN.split(". ")) + "\nRead more...", "en", CFG) is None
+
+
+def test_alpha_words() -> None:
+    numbers = GOOD_EN + "\n" + " ".join(str(1000 + i * 37) for i in range(40))
+    assert check(numbers, "en", CFG) == "alpha_words"
+
+
+def test_mean_word_length() -> None:
+    long_words = " ".join(f"supercalifragilistic{i}expialidocious" for i in range(60)) + " the and of"
+    assert check(long_words, "en", CFG) == "mean_word_length"
+
+
+def test_stop_words() -> None:
+    no_stops = ("River basin drains vast lands. Dams control floods. Ships carry grain, coal, steel. "
+                "Farmers grow rice near banks. Cities grew along shores. Fishing remains common. "
+                "Tourists visit gorges every summer. Boats sail downstream quickly. Bridges cross wide "
+                "channels. Ports handle containers daily. Engineers monitor sediment levels closely. "
+                "Wetlands shelter migrating birds. Rains arrive mostly during summer months. ")
+    assert check(no_stops, "en", CFG) == "stop_words"
+    assert check(no_stops + "the and", "en", CFG) is None
+
+
+def test_dup_lines() -> None:
+    lines = GOOD_EN.split(". ")
+    doc = "\n".join(lines + ["Subscribe", "Subscribe", "Subscribe", "Subscribe", "Subscribe"])
+    assert check(doc, "en", CFG) == "dup_lines"
+    assert check(doc, "en", QualityConfig(max_dup_lines=0.5)) is None
+
+
+def test_dup_line_chars() -> None:
+    lines = GOOD_EN.split(". ")
+    long_line = "This long footer line about the terms of use of the website is repeated on every single page"
+    doc = "\n".join(lines + [long_line, long_line, long_line])
+    assert check(doc, "en", CFG) == "dup_line_chars"
+    relaxed = QualityConfig(max_dup_line_chars=0.5, top_ngram_max=[1.0] * 3, dup_ngram_max=[1.0] * 6)
+    assert check(doc, "en", relaxed) is None
+
+
+def test_dup_paragraphs() -> None:
+    # Many short repeated paragraphs: few characters but many paragraphs.
+    doc = GOOD_EN + "\n\n" + "\n\n".join(["Share this.", "Share this.", "Share this.", "Share this."])
+    assert check(doc, "en", QualityConfig(max_dup_lines=1.0)) == "dup_paragraphs"
+
+
+def test_dup_paragraph_chars() -> None:
+    p1, p2 = GOOD_ZH.split("\n\n")
+    doc = "\n\n".join([p1, p2, p2])
+    cfg = QualityConfig(max_dup_lines=1.0, max_dup_line_chars=1.0, max_dup_paragraphs=1.0)
+    assert check(doc, "zh", cfg) == "dup_paragraph_chars"
+    assert check(GOOD_ZH, "zh", cfg) is None
+
+
+def test_top_ngram_en() -> None:
+    spam = GOOD_EN + " " + " ".join(["cheap flights"] * 40)
+    cfg = QualityConfig(max_dup_lines=1.0, max_dup_line_chars=1.0)
+    assert check(spam, "en", cfg) == "top_2gram"
+
+
+def test_top_ngram_zh_uses_characters() -> None:
+    spam = GOOD_ZH + "好好" * 80
+    assert check(spam, "zh", CFG) == "top_2gram"
+
+
+def test_dup_ngram() -> None:
+    # A sentence repeated inside one line: no duplicate lines, but repeated 5..10-grams.
+    sentence = "三峡大坝是世界上最大的水力发电站之一，"
+    doc = GOOD_ZH + sentence * 6
+    assert check(doc, "zh", QualityConfig(top_ngram_max=[1.0, 1.0, 1.0])) == "dup_5gram"
+    cfg = QualityConfig(top_ngram_max=[1.0, 1.0, 1.0], dup_ngram_max=[1.0] * 6)
+    assert check(doc, "zh", cfg) is None
+
+
+def test_ngram_fractions_match_definitions() -> None:
+    # ids a b a b c: top 2-gram "a b" occurs twice, 4 of 5 characters (weight 1 each).
+    ids = np.array([1, 2, 1, 2, 3], dtype=np.uint64)
+    w = np.ones(5, dtype=np.int64)
+    assert top_ngram_fraction(ids, w, 2) == pytest.approx(4 / 5)
+    # the second "a b" (positions 2..3) is the only repeated 2-gram occurrence
+    assert dup_ngram_fraction(ids, w, 2) == pytest.approx(2 / 5)
+    assert dup_ngram_fraction(ids, w, 3) == 0.0
+    # weights are character counts (en words)
+    assert dup_ngram_fraction(ids, np.array([1, 1, 1, 1, 6], dtype=np.int64), 2) == pytest.approx(2 / 10)
+
+
+# --- order -------------------------------------------------------------------------------------------------
+
+def test_first_failing_rule_is_reported() -> None:
+    # Short AND repetitive AND mostly symbols: length comes first.
+    assert check("# # # # …… ……", "zh", CFG) == "length"
+    # Long enough, Latin-heavy and full of symbols: cjk_ratio precedes symbol_ratio.
+    doc = "中文" + " ".join(f"#x{i}…" for i in range(60))
+    assert check(doc, "zh", CFG) == "cjk_ratio"
+    assert check(doc, "zh", QualityConfig(min_cjk_ratio=0.0)) == "symbol_ratio"
+    assert RULE_NAMES[:3] == ["length", "harmful", "cjk_ratio"]
+    assert RULE_NAMES.index("dup_lines") < RULE_NAMES.index("top_2gram") < RULE_NAMES.index("dup_5gram")
+
+
+def test_unknown_lang_rejected() -> None:
+    with pytest.raises(ValueError, match="fr"):
+        check(GOOD_EN, "fr", CFG)
+
+
+# --- YAML -----------------------------------------------------------------------------------------------------
+
+def test_shipped_yaml_equals_defaults() -> None:
+    assert load_quality_config(REPO / "configs/corpus/filters.yaml") == QualityConfig()
+
+
+def test_thresholds_from_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "f.yaml"
+    path.write_text("min_words_en: 500\nmin_cjk_ratio: 0.9\n", encoding="utf-8")
+    cfg = load_quality_config(path)
+    assert cfg.min_words_en == 500 and cfg.min_cjk_ratio == 0.9
+    assert check(GOOD_EN, "en", cfg) == "length"
+
+
+def test_unknown_yaml_key_rejected_by_name(tmp_path: Path) -> None:
+    path = tmp_path / "f.yaml"
+    path.write_text("min_word_en: 5\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="min_word_en"):
+        load_quality_config(path)
+
+
+def test_wrong_ngram_list_length_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "f.yaml"
+    path.write_text("top_ngram_max: [0.2, 0.1]\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="top_ngram_max"):
+        load_quality_config(path)
+
+
+# --- harmful content -------------------------------------------------------------------------------------
+
+def test_harmful_zh_one_mention_passes_spam_fails() -> None:
+    article = GOOD_ZH + "澳门以博彩业闻名，城内有多家赌场。"
+    assert check(article, "zh", CFG) is None
+    spam = ("真人荷官在线发牌，百家乐、时时彩、六合彩应有尽有，注册即送彩金。\n"
+            "娱乐城官方网站，开户送彩金，赌场玩法天天更新，立即下注赢大奖。\n") + GOOD_ZH
+    assert check(spam, "zh", CFG) == "harmful"
+
+
+def test_harmful_en_one_mention_passes_spam_fails() -> None:
+    article = GOOD_EN + " The port city also has a famous casino built in the nineteenth century."
+    assert check(article, "en", CFG) is None
+    spam = ("Best online casino! Free spins and a no deposit bonus for every new player. Play poker, "
+            "baccarat and slot machines, win the jackpot. Click here, online gambling made easy.\n") + GOOD_EN
+    assert check(spam, "en", CFG) == "harmful"
+
+
+def test_harmful_density_weights_and_custom_list(tmp_path: Path) -> None:
+    words = tmp_path / "words.txt"
+    words.write_text("# comment\n\nfoo\nbar @3\n", encoding="utf-8")
+    weighted, density = harmful_density("foo bar foo", "en", str(words))
+    assert weighted == 5.0
+    assert density == pytest.approx(5.0 * 1000 / 11)
+
+
+def test_bad_harmful_pattern_names_file_and_line(tmp_path: Path) -> None:
+    words = tmp_path / "bad.txt"
+    words.write_text("ok\n(unclosed\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"bad\.txt:2"):
+        harmful_density("x", "en", str(words))
