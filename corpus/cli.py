@@ -51,6 +51,17 @@ def _merge_shards(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mix(args: argparse.Namespace) -> int:
+    from corpus.mix import build_mix, load_mix_config
+
+    report = build_mix(load_mix_config(args.config, {"output": args.output, "seed": args.seed}))
+    print(f"{report['samples']:,} samples, {report['tokens']:,} tokens, seed {report['seed']}")
+    for s in report["sources"]:
+        print(f"  {s['name']:<12} {s['samples']:>12,} samples of {s['sequences']:>12,} "
+              f"({s['epochs']:.2f} epochs)  token share {s['token_share']:.1%}")
+    return 0
+
+
 def _train_tokenizer(args: argparse.Namespace) -> int:
     from corpus.build import DocumentError, parse_record
     from corpus.reader import Line, expand_inputs, read_lines
@@ -197,6 +208,12 @@ def parser() -> argparse.ArgumentParser:
     ms.add_argument("--num-shards", type=int, required=True, metavar="N")
     ms.add_argument("--output", help="the build's output prefix, if not the config's")
     ms.set_defaults(func=_merge_shards)
+
+    mx = sub.add_parser("mix", help="blend built corpora into a seeded sample index (per-source counts or weights)")
+    mx.add_argument("--config", required=True)
+    mx.add_argument("--output", help="index prefix, if not the config's")
+    mx.add_argument("--seed", type=int)
+    mx.set_defaults(func=_mix)
 
     t = sub.add_parser("train-tokenizer", help="train a small LLaMA-like BPE tokenizer from JSON lines")
     t.add_argument("--input", action="append", required=True)
