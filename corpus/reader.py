@@ -100,7 +100,7 @@ def read_lines(path: Path, max_bytes: int) -> Iterator[Line | StreamError]:
                     continue
                 yield Line(str(path), lineno, line.rstrip(b"\r\n"))
     except STREAM_ERRORS as exc:
-        yield StreamError(str(path), lineno + 1, "truncated_or_corrupt_input", f"{type(exc).__name__}: {exc}")
+        yield StreamError(str(path), lineno + 1, "truncated_input", f"{type(exc).__name__}: {exc}")
 
 
 def input_size(files: list[Path]) -> int | None:

@@ -188,11 +188,11 @@ def test_bad_input_is_skipped_and_counted(tokenizer_path, tmp_path):
         "not_an_object": 1,
         "record_too_large": 1,
         "too_short": 1,
-        "truncated_or_corrupt_input": 1,
+        "truncated_input": 1,
         "unknown_lang": 1,
     }
     assert report["skipped_examples"]["invalid_json"] == [f"{inputs / 'bad.jsonl'}:2"]
-    assert "truncated.jsonl.gz" in report["skipped_examples"]["truncated_or_corrupt_input"][0]
+    assert "truncated.jsonl.gz" in report["skipped_examples"]["truncated_input"][0]
     # Two good lines in bad.jsonl plus what was readable of the gzip file before the cut.
     assert 1000 < report["counts"]["documents"] < 3000
     validate(cfg.output, vocab_size=Tokenizer(tokenizer_path).vocab_size)

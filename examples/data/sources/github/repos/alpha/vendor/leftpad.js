@@ -1,0 +1,1 @@
+module.exports = function leftpad(s, n) { return String(s).padStart(n); };
