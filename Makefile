@@ -12,12 +12,15 @@ PYTEST_ARGS ?=
 
 .PHONY: demo test install install-corpus install-train install-dev sysdeps clean cluster-up cluster-down cluster-status
 
-## The main job on the embedded default: sample tokenizer, sample corpus → .bin/.idx, its report.
+## The main job on the embedded default: sample tokenizer, sample corpus → .bin/.idx, its report;
+## then the raw-source samples through read → clean → filter → dedup → pack → mix, and its report page.
 demo: $(VENV)/.corpus
 	$(PY) -m corpus train-tokenizer --input examples/data/corpus --vocab-size 3000 --out $(DEMO_DIR)/tokenizer.model
 	$(PY) -m corpus build --config configs/tiny/corpus.yaml
 	$(PY) -m corpus validate $(DEMO_DIR)/corpus --tokenizer $(DEMO_DIR)/tokenizer.model
 	$(PY) -m corpus inspect $(DEMO_DIR)/corpus --decode 0 --no-report
+	$(PY) -m corpus build --config configs/tiny/sources.yaml
+	$(PY) -m corpus report build/tiny-sources
 
 ## Everything the tests need (system packages included), then the whole suite.
 test: sysdeps $(VENV)/.dev

@@ -19,6 +19,14 @@ from corpus.config import ConfigError, load_config
 
 def _build(args: argparse.Namespace) -> int:
     from corpus.build import BuildConfig, build
+    from corpus.pipeline import format_pipeline_report, is_pipeline_config, load_pipeline_config, run_pipeline
+
+    if args.config and is_pipeline_config(args.config):
+        # A `sources:` list: the raw-source build (read → clean → filter → dedup → pack → mix).
+        cfg = load_pipeline_config(args.config, {"tokenizer": args.tokenizer, "workers": args.workers,
+                                                 "output_dir": args.output})
+        print(format_pipeline_report(run_pipeline(cfg)))
+        return 0
 
     overrides = {
         "input": args.input,
@@ -48,6 +56,13 @@ def _merge_shards(args: argparse.Namespace) -> int:
 
     cfg = load_config(BuildConfig, args.config, {"output": args.output})
     print(format_report(merge_shards(cfg, args.num_shards)))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from corpus.report import write_report
+
+    print(write_report(args.output_dir))
     return 0
 
 
@@ -208,6 +223,10 @@ def parser() -> argparse.ArgumentParser:
     ms.add_argument("--num-shards", type=int, required=True, metavar="N")
     ms.add_argument("--output", help="the build's output prefix, if not the config's")
     ms.set_defaults(func=_merge_shards)
+
+    rp = sub.add_parser("report", help="Markdown + PNG plots for a raw-source build's output folder")
+    rp.add_argument("output_dir")
+    rp.set_defaults(func=_report)
 
     mx = sub.add_parser("mix", help="blend built corpora into a seeded sample index (per-source counts or weights)")
     mx.add_argument("--config", required=True)

@@ -1,0 +1,150 @@
+"""``python -m corpus report OUT``: a page a person can look at for a raw-source build.
+
+Reads ``OUT/report.json`` (written by the pipeline) and the per-source indexes, and writes
+``OUT/report.md`` with PNG plots beside it: documents kept and dropped per source and reason,
+rejections per filter rule, sample-length histograms, and each source's token share in the mix.
+matplotlib runs headless (Agg); plots are written under temporary names and renamed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from corpus.indexed import IndexedReader
+
+
+def _load(out: Path) -> dict[str, Any]:
+    path = out / "report.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no pipeline report here (run `python -m corpus build --config …` first)") from None
+
+
+def _save(fig, path: Path) -> None:
+    tmp = path.with_name(f"{path.stem}.tmp.{os.getpid()}{path.suffix}")
+    try:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def document_flow(report: dict[str, Any]) -> dict[str, dict[str, int]]:
+    """Per source: kept, rejected by filters, exact and near duplicates, skipped by the reader."""
+    flow = {}
+    for s in report["sources"]:
+        p = s["prepare"]
+        flow[s["name"]] = {
+            "kept": p["kept"],
+            "rejected by filters": sum(p["rejected"].values()),
+            "exact duplicates": p["exact_duplicates"],
+            "near duplicates": p["near_duplicates"],
+            "skipped by reader": sum(p["skipped_by_reader"].values()),
+        }
+    return flow
+
+
+def write_report(out: str | os.PathLike) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    report = _load(out)
+    names = [s["name"] for s in report["sources"]]
+    flow = document_flow(report)
+
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(names) + 1.5))
+    left = np.zeros(len(names))
+    for category in next(iter(flow.values())):
+        values = np.array([flow[n][category] for n in names], dtype=float)
+        ax.barh(names, values, left=left, label=category)
+        left += values
+    ax.set_xlabel("documents")
+    ax.set_title("documents per source: kept and dropped")
+    ax.invert_yaxis()
+    ax.legend(loc="lower right", fontsize=8)
+    _save(fig, out / "documents.png")
+    plt.close(fig)
+
+    rules = sorted({r for s in report["sources"] for r in s["prepare"]["rejected"]})
+    if rules:
+        fig, ax = plt.subplots(figsize=(8, 0.4 * len(rules) + 1.5))
+        left = np.zeros(len(rules))
+        for s in report["sources"]:
+            values = np.array([s["prepare"]["rejected"].get(r, 0) for r in rules], dtype=float)
+            ax.barh(rules, values, left=left, label=s["name"])
+            left += values
+        ax.set_xlabel("documents rejected")
+        ax.set_title("rejections per filter rule")
+        ax.invert_yaxis()
+        ax.legend(fontsize=8)
+        _save(fig, out / "rejections.png")
+        plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for s in report["sources"]:
+        if s["build"]:
+            with IndexedReader(s["build"]["prefix"]) as reader:
+                lengths = np.asarray(reader.sequence_lengths)
+            if len(lengths):
+                ax.hist(lengths, bins=30, alpha=0.6, label=s["name"])
+    ax.set_xlabel("sample length (tokens, BOS/EOS included)")
+    ax.set_ylabel("samples")
+    ax.set_title("sample lengths per source")
+    ax.legend(fontsize=8)
+    _save(fig, out / "sample_lengths.png")
+    plt.close(fig)
+
+    mix = report.get("mix")
+    if mix:
+        fig, ax = plt.subplots(figsize=(8, 0.5 * len(mix["sources"]) + 1.5))
+        ax.barh([m["name"] for m in mix["sources"]], [100 * m["token_share"] for m in mix["sources"]])
+        ax.set_xlabel("% of the mix's tokens")
+        ax.set_title(f"token share per source ({mix['tokens']:,} tokens, {mix['samples']:,} samples)")
+        ax.invert_yaxis()
+        _save(fig, out / "token_share.png")
+        plt.close(fig)
+
+    md = out / "report.md"
+    tmp = md.with_name(f"report.md.tmp.{os.getpid()}")
+    tmp.write_text(_markdown(report, flow, bool(rules), bool(mix)), encoding="utf-8")
+    os.replace(tmp, md)
+    return md
+
+
+def _markdown(report: dict[str, Any], flow: dict[str, dict[str, int]], has_rules: bool, has_mix: bool) -> str:
+    categories = list(next(iter(flow.values())))
+    lines = ["# Corpus build report", "", "## Documents per source", "",
+             "| source | " + " | ".join(categories) + " | sequences | tokens |",
+             "|---|" + "---:|" * (len(categories) + 2)]
+    for s in report["sources"]:
+        counts = (s["build"] or {}).get("counts", {})
+        lines.append(f"| {s['name']} | " + " | ".join(f"{flow[s['name']][c]:,}" for c in categories)
+                     + f" | {counts.get('sequences', 0):,} | {counts.get('tokens', 0):,} |")
+    lines += ["", "![documents per source](documents.png)", ""]
+    if has_rules:
+        lines += ["## Rejections per rule", "", "![rejections per rule](rejections.png)", ""]
+        for s in report["sources"]:
+            for rule, n in s["prepare"]["rejected"].items():
+                lines.append(f"- {s['name']}: {rule} {n:,} (examples in `{s['prepare']['audit']}`)")
+        lines.append("")
+    skipped = [(s["name"], r, n) for s in report["sources"] for r, n in s["prepare"]["skipped_by_reader"].items()]
+    if skipped:
+        lines += ["## Records the readers skipped", ""] + [f"- {name}: {r} {n:,}" for name, r, n in skipped] + [""]
+    lines += ["## Sample lengths", "", "![sample lengths](sample_lengths.png)", ""]
+    if has_mix:
+        mix = report["mix"]
+        lines += ["## Mix", "", f"{mix['samples']:,} samples, {mix['tokens']:,} tokens, seed {mix['seed']}.", "",
+                  "| source | sequences | samples | epochs | token share |", "|---|---:|---:|---:|---:|"]
+        lines += [f"| {m['name']} | {m['sequences']:,} | {m['samples']:,} | {m['epochs']:.2f} | {m['token_share']:.1%} |"
+                  for m in mix["sources"]]
+        lines += ["", "![token share](token_share.png)", ""]
+    return "\n".join(lines)
