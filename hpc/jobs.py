@@ -118,6 +118,11 @@ def load_job_config(kind: JobKind, path: str | os.PathLike) -> Any:
         raise ConfigError(f"job config file not found: {path}")
     if kind.config is None or not entry_installed(kind):
         return load_yaml(path)
+    if kind.name == "corpus" and "sources" in load_yaml(path):
+        # A raw-source build (corpus.pipeline): one array task per source, then the mix.
+        from corpus.pipeline import load_pipeline_config
+
+        return load_pipeline_config(path)
     return load_config(_resolve(kind.config), path)
 
 
@@ -152,6 +157,29 @@ def corpus_merge(cfg: Any, num_shards: int) -> dict[str, Any]:
 
     report = merge_shards(cfg, num_shards)
     return {"output": report["output"]["prefix"], "counts": report["counts"], "shards": num_shards}
+
+
+def pipeline_source(cfg: Any, index: int) -> dict[str, Any]:
+    """One array task of a raw-source build: read, clean, filter, dedup and pack source ``index``."""
+    from corpus.dedup import DedupConfig
+    from corpus.pipeline import build_source, prepare_source
+    from corpus.quality import load_quality_config
+
+    spec = cfg.sources[index]
+    prepared = prepare_source(cfg, spec, load_quality_config(cfg.filters), DedupConfig.from_dict(cfg.dedup))
+    built = build_source(cfg, spec) if prepared["kept"] else None
+    return {"source": spec.name, "kept": prepared["kept"], "sequences": built["counts"]["sequences"] if built else 0}
+
+
+def pipeline_finish(cfg: Any) -> dict[str, Any]:
+    """The dependent job: every source is complete (its markers match), so this only mixes and reports."""
+    from corpus.pipeline import run_pipeline
+    from corpus.report import write_report
+
+    report = run_pipeline(cfg)
+    page = write_report(cfg.output_dir)
+    return {"report": str(page), "samples": report["mix"]["samples"] if report["mix"] else 0,
+            "sources": [s["name"] for s in report["sources"]]}
 
 
 @dataclass(frozen=True)

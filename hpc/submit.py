@@ -205,7 +205,9 @@ def plan(kind_name: str, config_path: str | os.PathLike, profile: Profile | str 
     # One folder per submission, so a corpus array and its merge job keep their logs together.
     folder = log_folder / f"{_time.strftime('%Y%m%d-%H%M%S')}-{kind.name}-{secrets.token_hex(3)}"
 
-    if kind.sharded:
+    if kind.sharded and hasattr(cfg, "sources"):
+        cfg, steps = _pipeline_steps(cfg, config_path, request, name, kind, part_name, part, minutes)
+    elif kind.sharded:
         cfg, steps = _corpus_steps(cfg, config_path, request, name, kind, part_name, part, minutes)
     else:
         if kind.gpus:
@@ -241,6 +243,32 @@ def _corpus_steps(cfg: Any, config_path: str, request: Request, name: str, kind:
     return cfg, (
         Step("shards", name, jobs.corpus_shard, tuple((cfg, i, shards) for i in range(shards)), res),
         Step("merge", f"{name}-merge", jobs.corpus_merge, ((cfg, shards),), merge_res, after=0),
+    )
+
+
+def _pipeline_steps(cfg: Any, config_path: str, request: Request, name: str, kind: JobKind, part_name: str,
+                    part: Partition, minutes: int) -> tuple[Any, tuple[Step, ...]]:
+    """A raw-source build: an array task per source (read → … → pack), then mix + report after them."""
+    if request.shards is not None:
+        raise ConfigError("--shards: a raw-source build runs one array task per source; remove --shards")
+    # Absolute paths, as for a plain corpus build: the tasks may start in another directory.
+    sources = [replace(s, paths=[os.path.abspath(p) for p in s.paths]) for s in cfg.sources]
+    cfg = replace(cfg, sources=sources, output_dir=os.path.abspath(cfg.output_dir),
+                  tokenizer=os.path.abspath(cfg.tokenizer), progress=False,
+                  filters=os.path.abspath(cfg.filters) if cfg.filters else None)
+    if not Path(cfg.tokenizer).is_file():
+        raise ConfigError(f"{config_path}: key 'tokenizer': file not found: {cfg.tokenizer}")
+    from corpus.sources import expand
+
+    for i, spec in enumerate(cfg.sources):
+        try:
+            expand(spec.layout, spec.paths)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{config_path}: sources[{i}] ({spec.name}): {exc}") from None
+    res = cpu_resources(kind, request, cfg.workers, part_name, part, minutes)
+    return cfg, (
+        Step("sources", name, jobs.pipeline_source, tuple((cfg, i) for i in range(len(cfg.sources))), res),
+        Step("mix", f"{name}-mix", jobs.pipeline_finish, ((cfg,),), res, after=0),
     )
 
 
@@ -482,7 +510,10 @@ def describe_results(p: Plan, results: list[list[Any]]) -> str:
     out = []
     for step, step_results in zip(p.steps, results):
         last = step_results[-1] if step_results else None
-        if p.kind.sharded and step.label == "merge" and isinstance(last, dict):
+        if p.kind.sharded and step.label == "mix" and isinstance(last, dict):
+            out.append(f"{p.kind.name} mix: {last['samples']} samples from {', '.join(last['sources'])}; "
+                       f"report {last['report']}")
+        elif p.kind.sharded and step.label == "merge" and isinstance(last, dict):
             c = last["counts"]
             out.append(f"{p.kind.name} {step.label}: {last['output']}: {c['documents']} documents, "
                        f"{c['sequences']} sequences, {c['tokens']} tokens from {last['shards']} shards")

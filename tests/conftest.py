@@ -25,3 +25,7 @@ def sample_texts() -> list[str]:
 def tokenizer_path(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("tok") / "tokenizer.model"
     return train_tokenizer(sample_texts(), path, vocab_size=3000)
+
+
+# The real local Slurm cluster, for every test that asks for it (session-scoped; see slurm_fixtures).
+from slurm_fixtures import slurm_cluster  # noqa: E402,F401

@@ -141,3 +141,34 @@ def test_report_page_with_plots(tokenizer_path, tmp_path):
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
     with pytest.raises(ValueError, match="no pipeline report"):
         write_report(tmp_path / "empty")
+
+
+@pytest.mark.slurm
+def test_raw_source_build_on_slurm_equals_a_local_run(slurm_cluster, tokenizer_path, tmp_path):
+    """hpc.submit corpus with a sources: config: one array task per source, then mix + report."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from hpc.status import read_registry
+
+    local = tmp_path / "local"
+    run_pipeline(_config(tokenizer_path, local))
+    spec = yaml.safe_load(TINY.read_text())
+    spec.update(tokenizer=str(tokenizer_path), output_dir=str(tmp_path / "slurm"), filters=str(ROOT / spec["filters"]))
+    for source in spec["sources"]:
+        source["paths"] = [str(ROOT / p) for p in source["paths"]]
+    job = tmp_path / "sources job.yaml"
+    job.write_text(yaml.safe_dump(spec, allow_unicode=True))
+    logs = tmp_path / "logs"
+    r = subprocess.run([sys.executable, "-m", "hpc.submit", "corpus", "--config", str(job), "--log-folder", str(logs),
+                        "--follow"], capture_output=True, text=True, timeout=240,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0, r.stderr + r.stdout
+    sources, mix = read_registry(logs)
+    assert (sources.step, sources.array, mix.step, mix.after) == ("sources", 7, "mix", sources.job_id)
+    assert "report" in r.stdout
+    assert _outputs(tmp_path / "slurm") == _outputs(local)
+    assert (tmp_path / "slurm" / "report.md").is_file()
