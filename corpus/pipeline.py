@@ -230,6 +230,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     dedup_cfg = DedupConfig.from_dict(cfg.dedup, "key 'dedup'")
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(out)
     per_source = []
     for spec in cfg.sources:
         prepared = prepare_source(cfg, spec, quality, dedup_cfg)

@@ -34,7 +34,7 @@ def _outputs(out: Path) -> dict[str, bytes]:
 def test_every_layout_goes_through(tokenizer_path, tmp_path):
     report = run_pipeline(_config(tokenizer_path, tmp_path / "out"))
     by_name = {s["name"]: s for s in report["sources"]}
-    assert set(by_name) == {"baike", "wudao", "wiki_zh", "wiki_en", "english", "github", "leetcode"}
+    assert set(by_name) == {"baike", "wudao", "wiki_zh", "wiki_en", "english", "web", "github", "leetcode"}
     for name, s in by_name.items():
         assert s["prepare"]["kept"] > 0, name
         validate(s["build"]["prefix"])
@@ -42,6 +42,11 @@ def test_every_layout_goes_through(tokenizer_path, tmp_path):
     assert by_name["wiki_zh"]["prepare"]["skipped_by_reader"]["redirect"] == 2
     assert by_name["github"]["prepare"]["skipped_by_reader"]["vendored"] == 3
     assert by_name["english"]["prepare"]["rejected"] == {"length": 1}
+    # The web sample: spam pages fail the harmful-density rule, a navigation page the word rules, and
+    # the same article with a one-word edit is a near duplicate of the first (which stays).
+    web = by_name["web"]["prepare"]
+    assert web["rejected"] == {"alpha_words": 1, "harmful": 2}
+    assert (web["exact_duplicates"], web["near_duplicates"], web["kept"]) == (0, 1, 2)
     audit = [json.loads(line) for line in (tmp_path / "out" / "english" / "rejected.jsonl").open()]
     assert [a["rule"] for a in audit] == ["length"]
     # Traditional → Simplified went through the wiki reader option, cleaning kept it.
@@ -133,7 +138,7 @@ def test_report_page_with_plots(tokenizer_path, tmp_path):
     run_pipeline(_config(tokenizer_path, out))
     md = write_report(out)
     text = md.read_text(encoding="utf-8")
-    for name in ("baike", "wudao", "wiki_zh", "wiki_en", "english", "github", "leetcode"):
+    for name in ("baike", "wudao", "wiki_zh", "wiki_en", "english", "web", "github", "leetcode"):
         assert f"| {name} |" in text
     for png in ("documents.png", "rejections.png", "sample_lengths.png", "token_share.png"):
         assert f"({png})" in text
@@ -168,7 +173,41 @@ def test_raw_source_build_on_slurm_equals_a_local_run(slurm_cluster, tokenizer_p
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert r.returncode == 0, r.stderr + r.stdout
     sources, mix = read_registry(logs)
-    assert (sources.step, sources.array, mix.step, mix.after) == ("sources", 7, "mix", sources.job_id)
+    assert (sources.step, sources.array, mix.step, mix.after) == ("sources", 8, "mix", sources.job_id)
     assert "report" in r.stdout
     assert _outputs(tmp_path / "slurm") == _outputs(local)
     assert (tmp_path / "slurm" / "report.md").is_file()
+
+
+def test_kill_9_at_any_moment_then_rerun_gives_the_same_bytes(tokenizer_path, tmp_path):
+    """A real SIGKILL at several points of a run: the rerun never trusts what the killed run left."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    reference = tmp_path / "reference"
+    run_pipeline(_config(tokenizer_path, reference))
+    expected = _outputs(reference)
+    spec = yaml.safe_load(TINY.read_text())
+    spec.update(tokenizer=str(tokenizer_path), filters=str(ROOT / spec["filters"]))
+    for source in spec["sources"]:
+        source["paths"] = [str(ROOT / p) for p in source["paths"]]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for delay in (0.4, 0.8, 1.2, 1.6):
+        out = tmp_path / f"killed-{delay}"
+        spec["output_dir"] = str(out)
+        job = tmp_path / f"job-{delay}.yaml"
+        job.write_text(yaml.safe_dump(spec, allow_unicode=True))
+        cmd = [sys.executable, "-m", "corpus", "build", "--config", str(job)]
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        assert _outputs(out) == expected, delay
+        assert not list(out.rglob("*.tmp.*"))
