@@ -10,6 +10,7 @@ from __future__ import annotations
 import bz2
 import glob
 import gzip
+import io
 import lzma
 import os
 import zlib
@@ -18,9 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".jsonl.bz2", ".json.bz2", ".jsonl.xz", ".json.xz")
+import zstandard
+
+COMPRESSED = (".gz", ".bz2", ".xz", ".zst")
+SUFFIXES = tuple(base + comp for base in (".jsonl", ".json") for comp in ("",) + COMPRESSED)
 # Errors a decompressor raises on a truncated or damaged stream.
-STREAM_ERRORS = (EOFError, OSError, zlib.error, lzma.LZMAError, gzip.BadGzipFile)
+STREAM_ERRORS = (EOFError, OSError, zlib.error, lzma.LZMAError, gzip.BadGzipFile, zstandard.ZstdError)
 
 
 class InputError(ValueError):
@@ -74,9 +78,55 @@ def open_binary(path: Path) -> BinaryIO:
         return gzip.open(path, "rb")  # type: ignore[return-value]
     if name.endswith(".bz2"):
         return bz2.open(path, "rb")  # type: ignore[return-value]
+    if name.endswith(".zst"):
+        return io.BufferedReader(_ZstdReader(path), 1 << 20)  # type: ignore[return-value]
     if name.endswith(".xz"):
         return lzma.open(path, "rb")  # type: ignore[return-value]
     return open(path, "rb", buffering=1 << 20)
+
+
+class _ZstdReader(io.RawIOBase):
+    """A .zst file (one or several frames) as a raw stream that notices truncation.
+
+    zstandard's own stream_reader ends quietly when a frame is cut short, which would make a
+    truncated file look complete; here a frame left unfinished at the end of the file raises
+    EOFError, like gzip, bz2 and lzma do.
+    """
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self._file = open(path, "rb")
+        self._dobj = zstandard.ZstdDecompressor().decompressobj()
+        self._in_frame = False  # input fed to the current frame that has not finished it yet
+        self._buf = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def _feed(self, data: bytes) -> None:
+        while data:
+            self._buf += self._dobj.decompress(data)
+            self._in_frame = not self._dobj.eof
+            data = self._dobj.unused_data if self._dobj.eof else b""
+            if self._dobj.eof:
+                self._dobj = zstandard.ZstdDecompressor().decompressobj()
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        while not self._buf:
+            chunk = self._file.read(1 << 20)
+            if not chunk:
+                if self._in_frame:
+                    raise EOFError("zstd file ended before the end of its frame")
+                return 0
+            self._feed(chunk)
+        n = min(len(buffer), len(self._buf))
+        buffer[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
 
 
 def read_lines(path: Path, max_bytes: int) -> Iterator[Line | StreamError]:
@@ -105,6 +155,6 @@ def read_lines(path: Path, max_bytes: int) -> Iterator[Line | StreamError]:
 
 def input_size(files: list[Path]) -> int | None:
     """Total bytes to read, when knowable without decompressing (progress bar total)."""
-    if any(not p.name.endswith((".jsonl", ".json")) for p in files):
+    if any(p.name.endswith(COMPRESSED) for p in files):
         return None
     return sum(os.path.getsize(p) for p in files)

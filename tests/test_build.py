@@ -289,3 +289,25 @@ def test_megatron_reads_the_build_output(built):
         assert np.array_equal(theirs.document_indices, ours.document_indices)
         for i in range(len(ours)):
             assert np.array_equal(theirs[i], ours[i])
+
+
+def test_zstd_inputs_and_a_truncated_zstd_file(tokenizer_path, tmp_path):
+    import zstandard
+
+    from corpus.reader import Line, StreamError, read_lines
+
+    good = {"text": "这是一个正常的句子，它足够长，可以通过最小长度的过滤。第二句话也在这里！", "lang": "zh"}
+    lines = [json.dumps(dict(good, id=i), ensure_ascii=False).encode() for i in range(3000)]
+    blob = zstandard.ZstdCompressor().compress(b"\n".join(lines) + b"\n")
+    whole = tmp_path / "in" / "a.jsonl.zst"
+    whole.parent.mkdir()
+    whole.write_bytes(blob)
+    items = list(read_lines(whole, 1 << 20))
+    assert len(items) == 3000 and all(isinstance(i, Line) for i in items)
+    cut = tmp_path / "cut.jsonl.zst"
+    cut.write_bytes(blob[: len(blob) // 2])
+    items = list(read_lines(cut, 1 << 20))
+    assert isinstance(items[-1], StreamError) and items[-1].reason == "truncated_input"
+    # A directory input picks the .zst file up like any JSON-lines file.
+    report = build(_cfg(tokenizer_path, tmp_path / "out", input=[str(whole.parent)]))
+    assert report["counts"]["documents"] == 3000

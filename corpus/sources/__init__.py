@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from corpus.document import Document
-from corpus.reader import InputError
+from corpus.reader import COMPRESSED, InputError
 from corpus.sources import baike, english, github, leetcode, wiki, wudao
 from corpus.sources.github import GithubOptions
 from corpus.sources.wiki import WikiOptions
@@ -40,12 +40,12 @@ READERS: dict[str, Reader] = {
 OPTIONS: dict[str, type] = {"wudao": WudaoOptions, "wiki": WikiOptions, "wiki_json": WikiOptions, "github": GithubOptions}
 
 _JSONL = (".jsonl", ".json")
-# File names a directory input contributes, per layout (before a .gz/.bz2/.xz suffix).
+# File names a directory input contributes, per layout (before a .gz/.bz2/.xz/.zst suffix).
 SUFFIXES: dict[str, tuple[str, ...]] = {
     "baike": _JSONL, "wudao": (".json",), "wiki": (".xml",), "wiki_json": _JSONL,
     "english": _JSONL, "github": _JSONL, "leetcode": _JSONL,
 }
-_COMPRESSION = ("", ".gz", ".bz2", ".xz")
+_COMPRESSION = ("",) + COMPRESSED
 
 
 def _matches(name: str, suffixes: tuple[str, ...]) -> bool:

@@ -13,14 +13,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from corpus.reader import Line, StreamError, read_lines
+from corpus.reader import COMPRESSED, Line, StreamError, read_lines
 
 # A JSON line longer than this is skipped (counted as "line_too_long") so one giant line costs a bounded
 # buffer, not its size. 64 MiB is far above any real article but far below a node's memory.
 MAX_LINE_BYTES = 64 << 20
 
 # Compressed suffixes handled transparently by corpus.reader.open_binary.
-COMPRESSED = (".gz", ".bz2", ".xz")
+
 
 
 def file_stem(path: Path) -> str:
