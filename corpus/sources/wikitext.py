@@ -198,4 +198,11 @@ def strip_wikitext(text: str) -> str:
     text = _MAGIC.sub("", text)
     text = _TAG.sub("", text)   # remaining inline tags (<small>, <span>, <br/>…): keep their text
     text = html.unescape(text).replace("\u00a0", " ")
+    # The removals above can join pieces into a new comment or ref ("<!-{{x}}->" → "<!-->"), and
+    # unescaping can spell one ("&lt;!--"): strip again until nothing changes (each pass shortens).
+    while True:
+        again = _TAG.sub("", _NON_PROSE_TAGS.sub("", _REF_SELF.sub("", _COMMENT.sub("", text))))
+        if again == text:
+            break
+        text = again
     return "\n".join(_lines(text))
