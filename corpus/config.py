@@ -53,6 +53,28 @@ def load_config(
     return from_dict(cls, values, where)
 
 
+def load_config_with_list(
+    cls: type[T],
+    path: str | os.PathLike,
+    key: str,
+    item_cls: type,
+    overrides: Mapping[str, Any] | None = None,
+    item_keys: str = "",
+) -> T:
+    """Like :func:`load_config` for a config whose ``key`` is a list of ``item_cls`` mappings.
+
+    Errors in an item name it by position: ``mix.yaml: sources[2]: unknown key 'sampels'``.
+    """
+    values = load_yaml(path)
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    raw = values.get(key)
+    if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
+        hint = f" ({item_keys})" if item_keys else ""
+        raise ConfigError(f"{path}: key {key!r} must be a list of mappings{hint}")
+    values[key] = [from_dict(item_cls, item, f"{path}: {key}[{i}]") for i, item in enumerate(raw)]
+    return from_dict(cls, values, str(path))
+
+
 def from_dict(cls: type[T], values: Mapping[str, Any], where: str = "<config>") -> T:
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     hints = typing.get_type_hints(cls)

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from corpus.config import ConfigError, from_dict, load_yaml
+from corpus.config import ConfigError, load_config_with_list
 from corpus.indexed import IndexedReader
 
 
@@ -68,13 +68,7 @@ class MixConfig:
 
 
 def load_mix_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> MixConfig:
-    data = load_yaml(path)
-    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    raw = data.get("sources")
-    if not isinstance(raw, list) or not all(isinstance(s, dict) for s in raw):
-        raise ConfigError(f"{path}: key 'sources' must be a list of mappings (name, prefix, samples|weight)")
-    data["sources"] = [from_dict(MixSource, s, f"{path}: sources[{i}]") for i, s in enumerate(raw)]
-    return from_dict(MixConfig, data, str(path))
+    return load_config_with_list(MixConfig, path, "sources", MixSource, overrides, "name, prefix, samples|weight")
 
 
 def target_counts(cfg: MixConfig, sizes: list[int]) -> list[int]:

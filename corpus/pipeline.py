@@ -35,7 +35,7 @@ import numpy as np
 from corpus import sentences
 from corpus.build import BuildConfig, build, file_sha256
 from corpus.clean import clean
-from corpus.config import ConfigError, from_dict, load_yaml
+from corpus.config import ConfigError, load_config_with_list, load_yaml
 from corpus.dedup import DedupConfig, candidate_pairs, cluster, exact_key, signatures, verify_pairs
 from corpus.mix import MixConfig, MixSource, build_mix
 from corpus.quality import QualityConfig, check, load_quality_config
@@ -94,13 +94,8 @@ class PipelineConfig:
 
 
 def load_pipeline_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> PipelineConfig:
-    data = load_yaml(path)
-    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    raw = data.get("sources")
-    if not isinstance(raw, list) or not all(isinstance(s, dict) for s in raw):
-        raise ConfigError(f"{path}: key 'sources' must be a list of mappings (name, layout, paths, lang, …)")
-    data["sources"] = [from_dict(SourceSpec, s, f"{path}: sources[{i}]") for i, s in enumerate(raw)]
-    return from_dict(PipelineConfig, data, str(path))
+    return load_config_with_list(PipelineConfig, path, "sources", SourceSpec, overrides,
+                                 "name, layout, paths, lang, …")
 
 
 def is_pipeline_config(path: str | os.PathLike) -> bool:
