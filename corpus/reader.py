@@ -14,7 +14,7 @@ import io
 import lzma
 import os
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -46,30 +46,43 @@ class StreamError:
     detail: str
 
 
-def expand_inputs(patterns: list[str]) -> list[Path]:
-    """Files named by paths, directories (their JSON-lines files, recursively) and globs, in sorted order.
+def expand_inputs(
+    patterns: Iterable[str | os.PathLike],
+    suffixes: tuple[str, ...] = SUFFIXES,
+    *,
+    what: str = "JSON-lines",
+    dir_is_unit: bool = False,
+    glob_dirs: bool = False,
+) -> list[Path]:
+    """Files named by paths, directories (their files ending in ``suffixes``, recursively) and globs.
 
-    The order is part of the output's identity: the same inputs always give the same document order.
+    Sorted within each pattern: the order is part of the output's identity, so the same inputs
+    always give the same document order. ``dir_is_unit`` keeps a directory whole (a GitHub
+    repository, walked by its reader); ``glob_dirs`` lets a glob name directories too (otherwise a
+    glob contributes its files only).
     """
-    files: list[Path] = []
-    for pattern in patterns:
+    units: list[Path] = []
+    for pattern in map(str, patterns):
         if any(ch in pattern for ch in "*?["):
             matches = sorted(glob.glob(pattern, recursive=True))
             if not matches:
                 raise InputError(f"input pattern matches no file: {pattern}")
-            files.extend(Path(m) for m in matches if Path(m).is_file())
-            continue
-        path = Path(pattern)
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(SUFFIXES))
-            if not found:
-                raise InputError(f"input directory has no JSON-lines files ({', '.join(SUFFIXES)}): {path}")
-            files.extend(found)
-        elif path.is_file():
-            files.append(path)
+            paths = [Path(m) for m in matches if glob_dirs or Path(m).is_file()]
         else:
-            raise InputError(f"input not found: {path}")
-    return files
+            paths = [Path(pattern)]
+        for path in paths:
+            if path.is_dir() and dir_is_unit:
+                units.append(path)
+            elif path.is_dir():
+                found = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(suffixes))
+                if not found:
+                    raise InputError(f"input directory has no {what} files ({', '.join(suffixes)}): {path}")
+                units.extend(found)
+            elif path.is_file():
+                units.append(path)
+            else:
+                raise InputError(f"input not found: {path}")
+    return units
 
 
 def open_binary(path: Path) -> BinaryIO:

@@ -12,7 +12,6 @@ options dataclass, and :func:`read_source` expands files/dirs/globs and chains t
 
 from __future__ import annotations
 
-import glob
 import itertools
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from corpus.document import Document
-from corpus.reader import COMPRESSED, InputError
+from corpus.reader import COMPRESSED, InputError, expand_inputs
 from corpus.sources import baike, english, github, leetcode, wiki, wudao
 from corpus.sources.github import GithubOptions
 from corpus.sources.wiki import WikiOptions
@@ -48,10 +47,6 @@ SUFFIXES: dict[str, tuple[str, ...]] = {
 _COMPRESSION = ("",) + COMPRESSED
 
 
-def _matches(name: str, suffixes: tuple[str, ...]) -> bool:
-    return any(name.endswith(s + c) for s in suffixes for c in _COMPRESSION)
-
-
 def expand(layout: str, patterns: Iterable[str | Path]) -> list[Path]:
     """Input units for ``layout``: files, directories (their matching files, recursively) and globs, sorted.
 
@@ -60,28 +55,8 @@ def expand(layout: str, patterns: Iterable[str | Path]) -> list[Path]:
     """
     if layout not in READERS:
         raise InputError(f"unknown source layout {layout!r}; known: {', '.join(sorted(READERS))}")
-    units: list[Path] = []
-    for pattern in map(str, patterns):
-        if any(ch in pattern for ch in "*?["):
-            matches = sorted(glob.glob(pattern, recursive=True))
-            if not matches:
-                raise InputError(f"input pattern matches no file: {pattern}")
-            paths = [Path(m) for m in matches]
-        else:
-            paths = [Path(pattern)]
-        for path in paths:
-            if path.is_dir() and layout == "github":
-                units.append(path)
-            elif path.is_dir():
-                found = sorted(p for p in path.rglob("*") if p.is_file() and _matches(p.name, SUFFIXES[layout]))
-                if not found:
-                    raise InputError(f"input directory has no {layout} files ({', '.join(SUFFIXES[layout])}): {path}")
-                units.extend(found)
-            elif path.is_file():
-                units.append(path)
-            else:
-                raise InputError(f"input not found: {path}")
-    return units
+    suffixes = tuple(s + c for s in SUFFIXES[layout] for c in _COMPRESSION)
+    return expand_inputs(patterns, suffixes, what=layout, dir_is_unit=layout == "github", glob_dirs=True)
 
 
 def make_options(layout: str, **options: Any) -> Any:
