@@ -57,7 +57,7 @@ import numpy as np
 from .minhash import EMPTY, estimated_jaccard, fmix64, signatures
 
 __all__ = [
-    "DedupConfig", "exact_key", "signatures", "band_params", "split_bands", "band_keys",
+    "DedupConfig", "exact_key", "exact_unique", "near_representatives", "signatures", "band_params", "split_bands", "band_keys",
     "candidate_pairs", "band_columns", "verify_pairs", "cluster", "deduplicate", "lean_minhash", "datasketch_lsh",
     "datasketch_pairs",
     "save_signatures", "load_signatures",
@@ -327,6 +327,31 @@ def _text(d: Any) -> str:
     return d if isinstance(d, str) else d.text
 
 
+def exact_unique(texts: Sequence[str], lang: str) -> tuple[list[int], dict[int, int]]:
+    """Indices of the first copy of each exact text (ascending), and {later copy: first copy}."""
+    first: dict[bytes, int] = {}
+    uniq: list[int] = []
+    duplicate_of: dict[int, int] = {}
+    for i, t in enumerate(texts):
+        j = first.setdefault(exact_key(t, lang), i)
+        if j != i:
+            duplicate_of[i] = j
+        else:
+            uniq.append(i)
+    return uniq, duplicate_of
+
+
+def near_representatives(texts: Sequence[str], lang: str, cfg: DedupConfig, ntasks: int = 1) -> np.ndarray:
+    """For each text, the index of its near-duplicate cluster's first member (itself if alone)."""
+    sigs = signatures(list(texts), lang, cfg)
+    b, _ = band_params(cfg)
+    parts = [candidate_pairs(sigs, rng, cfg) for rng in split_bands(b, ntasks) if rng[1] > rng[0]]
+    pairs = np.unique(np.concatenate(parts), axis=0) if parts else np.zeros((0, 2), np.int64)
+    if cfg.verify:
+        pairs = verify_pairs(sigs, pairs, min(1.0, cfg.threshold + cfg.verify_margin))
+    return cluster(len(texts), pairs)
+
+
 def deduplicate(docs: Sequence[Any], lang: str, cfg: DedupConfig | None = None,
                 ntasks: int = 1) -> tuple[list[int], dict[int, int]]:
     """Exact then near dedup of ``docs`` (Documents or strings) in input order.
@@ -337,26 +362,8 @@ def deduplicate(docs: Sequence[Any], lang: str, cfg: DedupConfig | None = None,
     cfg = cfg or DedupConfig()
     texts = [_text(d) for d in docs]
     n = len(texts)
-    duplicate_of: dict[int, int] = {}
-    uniq: list[int] = []
-    if cfg.exact:
-        first: dict[bytes, int] = {}
-        for i, t in enumerate(texts):
-            k = exact_key(t, lang)
-            j = first.setdefault(k, i)
-            if j != i:
-                duplicate_of[i] = j
-            else:
-                uniq.append(i)
-    else:
-        uniq = list(range(n))
-    sigs = signatures([texts[i] for i in uniq], lang, cfg)
-    b, _ = band_params(cfg)
-    parts = [candidate_pairs(sigs, rng, cfg) for rng in split_bands(b, ntasks) if rng[1] > rng[0]]
-    pairs = np.unique(np.concatenate(parts), axis=0) if parts else np.zeros((0, 2), np.int64)
-    if cfg.verify:
-        pairs = verify_pairs(sigs, pairs, min(1.0, cfg.threshold + cfg.verify_margin))
-    rep = cluster(len(uniq), pairs)
+    uniq, duplicate_of = exact_unique(texts, lang) if cfg.exact else (list(range(n)), {})
+    rep = near_representatives([texts[i] for i in uniq], lang, cfg, ntasks)
     uniq_arr = np.asarray(uniq, dtype=np.int64)
     for local in np.flatnonzero(rep != np.arange(len(uniq))).tolist():
         duplicate_of[int(uniq_arr[local])] = int(uniq_arr[rep[local]])

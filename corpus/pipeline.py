@@ -36,13 +36,10 @@ from corpus import sentences
 from corpus.build import BuildConfig, build, file_sha256
 from corpus.clean import clean
 from corpus.config import ConfigError, load_config_with_list, load_yaml
-from corpus.dedup import DedupConfig, candidate_pairs, cluster, exact_key, signatures, verify_pairs
+from corpus.dedup import DedupConfig, exact_unique, near_representatives
 from corpus.mix import MixConfig, MixSource, build_mix
 from corpus.quality import QualityConfig, check, load_quality_config
 from corpus.sources import READERS, expand, make_options, read_source
-
-SIGNATURE_BATCH = 2000
-
 
 @dataclass
 class SourceSpec:
@@ -193,17 +190,8 @@ def prepare_source(cfg: PipelineConfig, spec: SourceSpec, quality: QualityConfig
 
 def _dedup(texts: list[str], lang: str, cfg: DedupConfig) -> tuple[list[int], int, int]:
     """Indices kept (ascending) after exact then near dedup, and how many of each kind were dropped."""
-    first: dict[bytes, int] = {}
-    uniq = [i for i, t in enumerate(texts) if first.setdefault(exact_key(t, lang), i) == i] if cfg.exact \
-        else list(range(len(texts)))
-    if not uniq:
-        return [], len(texts), 0
-    sigs = np.concatenate([signatures([texts[i] for i in uniq[s:s + SIGNATURE_BATCH]], lang, cfg)
-                           for s in range(0, len(uniq), SIGNATURE_BATCH)])
-    pairs = candidate_pairs(sigs, None, cfg)
-    if cfg.verify:
-        pairs = verify_pairs(sigs, pairs, min(1.0, cfg.threshold + cfg.verify_margin))
-    rep = cluster(len(uniq), pairs)
+    uniq = exact_unique(texts, lang)[0] if cfg.exact else list(range(len(texts)))
+    rep = near_representatives([texts[i] for i in uniq], lang, cfg)
     keep = [uniq[i] for i in np.flatnonzero(rep == np.arange(len(uniq))).tolist()]
     return keep, len(texts) - len(uniq), len(uniq) - len(keep)
 
