@@ -1,0 +1,142 @@
+"""Pretraining with HF Trainer + DeepSpeed ZeRO-3 on the CPU (2 processes over gloo), resume after a
+signal, complete-or-absent checkpoints, the exported checkpoint, and the errors before step one."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from train_helpers import (ROOT, assert_same_weights, build_corpus, env, launch, log_records, pretrain_config,
+                           run_ranks, signal_rank, tail, wait_all, wait_for_file)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, tokenizer_path) -> Path:
+    return build_corpus(tmp_path_factory.mktemp("corpus"), tokenizer_path)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, corpus, tokenizer_path) -> Path:
+    """An uninterrupted 8-step run on 2 ranks: the result every resumed run must reproduce."""
+    tmp = tmp_path_factory.mktemp("reference")
+    cfg = pretrain_config(tmp, corpus, tokenizer_path, tmp / "run")
+    codes = run_ranks("train.pretrain", cfg, 2, tmp / "logs")
+    assert codes == [0, 0], tail(tmp / "logs")
+    return tmp / "run"
+
+
+def test_zero3_run_exports_a_checkpoint_that_from_pretrained_loads(reference, tokenizer_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from train.tokenizer import load_tokenizer
+
+    final = reference / "final"
+    assert (final / "model.safetensors").exists() and (final / "tokenizer.model").exists()
+    assert not list(final.glob("*.bin")), "no pickles in the exported model"
+    model = AutoModelForCausalLM.from_pretrained(final)
+    tok = load_tokenizer(final)
+    assert model.config.vocab_size == len(tok)
+    batch = tok(["北京是中国的首都。", "The capital of France is Paris."], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        out = model(**batch, labels=batch["input_ids"])
+    assert torch.isfinite(out.loss)
+    # The full model, not a ZeRO-3 partition: every tensor has its configured shape.
+    assert model.model.embed_tokens.weight.shape == (len(tok), 32)
+
+    # Two complete checkpoints (steps 4 and 8), each sealed by its marker, with the data position.
+    done = sorted(p.name for p in reference.glob("checkpoint-*"))
+    assert done == ["checkpoint-4", "checkpoint-8"]
+    marker = json.loads((reference / "checkpoint-8" / "COMPLETE.json").read_text())
+    assert marker["step"] == 8 and any(f.startswith("global_step8/") for f in marker["files"])
+    position = json.loads((reference / "checkpoint-8" / "sampler.json").read_text())
+    assert position["global_step"] == 8 and position["global_batch"] == 8  # 2 micro × 2 accum × 2 ranks
+
+    logs = [r for r in log_records(reference) if "loss" in r]
+    assert len(logs) == 8
+    assert logs[-1]["loss"] < logs[0]["loss"], "the loss should go down on 8 steps of a tiny corpus"
+    assert all(r["tokens_per_s_per_gpu"] > 0 for r in logs[1:])
+
+
+def test_a_signal_to_one_rank_checkpoints_all_and_the_rerun_ends_with_the_same_weights(
+        tmp_path, corpus, tokenizer_path, reference):
+    cfg = pretrain_config(tmp_path, corpus, tokenizer_path, tmp_path / "run")
+    logs = tmp_path / "logs"
+    procs = launch("train.pretrain", cfg, 2, logs)
+    # After the first periodic checkpoint, signal rank 1 only: the ranks agree at the next step end.
+    wait_for_file(tmp_path / "run" / "checkpoint-4" / "COMPLETE.json", procs, logs)
+    signal_rank(procs, 1)
+    assert wait_all(procs, logs) == [0, 0], tail(logs)
+    first = tail(logs, 10**6)
+    assert "SIGUSR2 received" in first and "preempted at step" in first
+    stopped = sorted(int(p.name.split("-")[1]) for p in (tmp_path / "run").glob("checkpoint-*"))
+    assert stopped[-1] > 4 and stopped[-1] < 8, f"expected a checkpoint between steps 4 and 8, got {stopped}"
+    assert not (tmp_path / "run" / "final").exists()
+
+    # A half-written checkpoint (killed mid-save) must be ignored and removed, not resumed from.
+    broken = tmp_path / "run" / "checkpoint-99"
+    shutil.copytree(tmp_path / "run" / f"checkpoint-{stopped[-1]}", broken)
+    (broken / "COMPLETE.json").unlink()
+
+    assert run_ranks("train.pretrain", cfg, 2, logs) == [0, 0], tail(logs)
+    assert f"resuming from {tmp_path / 'run' / f'checkpoint-{stopped[-1]}'}" in tail(logs, 100000)
+    assert not broken.exists()
+    assert_same_weights(reference / "final", tmp_path / "run" / "final")
+
+
+def single_process(cfg: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "train.pretrain", "--config", str(cfg)], cwd=ROOT, env=env(),
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("case", ["vocab", "positions", "dataset", "tokens"])
+def test_bad_input_fails_before_the_first_step(case, tmp_path, corpus, tokenizer_path):
+    over: dict = {"deepspeed": None}
+    data = corpus
+    if case == "vocab":
+        over["model_config"] = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                                "num_attention_heads": 4, "vocab_size": 3200}
+        expect = "the tokenizer has 3000 entries but the model's vocabulary"
+    elif case == "positions":
+        over["model_config"] = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                                "num_attention_heads": 4, "max_position_embeddings": 64}
+        expect = "seq_length 128 is beyond the model's 64 positions"
+    elif case == "dataset":
+        data = tmp_path / "broken"
+        for suffix in (".bin", ".idx"):
+            shutil.copy(f"{corpus}{suffix}", f"{data}{suffix}")
+        with open(f"{data}.bin", "r+b") as f:
+            f.truncate(f.seek(0, 2) - 2)
+        expect = "broken.bin: bin size: truncated"
+    else:  # token ids beyond the vocabulary: a corpus built with another tokenizer
+        over["model_config"] = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                                "num_attention_heads": 4}
+        small = tmp_path / "small.model"
+        from corpus.tokenizer import train_tokenizer
+        from conftest import sample_texts
+
+        train_tokenizer(sample_texts(), small, vocab_size=600)
+        over["tokenizer"] = str(small)
+        expect = "vocabulary"
+    cfg = pretrain_config(tmp_path, data, tokenizer_path, tmp_path / "run", **over)
+    run = single_process(cfg)
+    assert run.returncode == 2, run.stderr[-3000:]
+    assert expect in run.stderr, run.stderr[-3000:]
+    assert "Traceback" not in run.stderr
+    assert not list((tmp_path / "run").glob("checkpoint-*"))
+
+
+def test_unknown_key_and_bad_value_name_the_key(tmp_path, corpus, tokenizer_path):
+    cfg = pretrain_config(tmp_path, corpus, tokenizer_path, tmp_path / "run", micro_batch_sise=2)
+    run = single_process(cfg)
+    assert run.returncode == 2 and "unknown key 'micro_batch_sise'" in run.stderr
+    cfg = pretrain_config(tmp_path, corpus, tokenizer_path, tmp_path / "run", precision="fp8")
+    run = single_process(cfg)
+    assert run.returncode == 2 and "precision: 'fp8' is not one of" in run.stderr

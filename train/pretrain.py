@@ -1,0 +1,157 @@
+"""Continued pretraining on the packed corpus: ``python -m train.pretrain --config JOB.yaml``.
+
+CaMA's recipe is the default (configs/pretrain/cama13b_3x8v100.yaml): LLaMA-13B from a Hugging Face
+checkpoint, DeepSpeed ZeRO-3 over every GPU, AdamW (0.9, 0.95), lr 1.5e-5, weight decay 0.1, 300
+warm-up steps then cosine, micro batch 20 × accumulation 3 on 24 GPUs, sequences of 1024 tokens,
+gradient checkpointing, fp16 on V100 (bf16 where the GPU has it). Unlike CaMA, nothing is offloaded
+to the CPU unless ``offload`` says so.
+
+The data is a .bin/.idx pair or a blended mix written by ``python -m corpus``; it is validated
+against the model's vocabulary before the first step, as are the tokenizer and the sequence length.
+Every rank runs this same entry point (under Slurm through ``hpc.dist``; locally through torchrun or
+as a single process). The final model is exported as a plain Hugging Face checkpoint (safetensors +
+tokenizer) that ``from_pretrained`` loads: ``export_dir`` (default ``OUTPUT_DIR/final``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from corpus.config import ConfigError
+from train.config import RunConfig, TrainError, run_cli
+
+
+@dataclass(kw_only=True)
+class PretrainConfig(RunConfig):
+    data: str                            # .bin/.idx prefix, or a mix prefix (PREFIX.mix.json)
+    tokenizer: str | None = None         # folder or tokenizer.model (default: the model's own)
+    model: str | None = None             # a Hugging Face LLaMA checkpoint to continue from …
+    model_config: dict[str, Any] | str | None = None  # … or a LlamaConfig (mapping or config.json) to start fresh
+    seq_length: int = 1024
+    group_by_length: bool = False
+    attn_implementation: str = "sdpa"
+    validate_data: bool = True
+    export_dir: str | None = None        # default OUTPUT_DIR/final
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if (self.model is None) == (self.model_config is None):
+            raise ConfigError("give exactly one of 'model' (a checkpoint to continue from) "
+                              "or 'model_config' (a LlamaConfig to start from)")
+        if self.tokenizer is None and self.model is None:
+            raise ConfigError("'tokenizer' is required when the model starts from model_config")
+        if self.seq_length < 2:
+            raise ConfigError(f"seq_length must be ≥ 2, got {self.seq_length}")
+
+
+def model_config(cfg: Any, vocab_size: int) -> Any:
+    """The LlamaConfig to build, or the one of the checkpoint to continue from."""
+    from transformers import AutoConfig, LlamaConfig
+
+    if cfg.model is not None:
+        try:
+            return AutoConfig.from_pretrained(cfg.model)
+        except (OSError, ValueError) as exc:
+            raise TrainError(f"model: cannot read a Hugging Face config from {cfg.model}: {exc}") from None
+    values = cfg.model_config
+    if isinstance(values, str):
+        try:
+            values = json.loads(Path(values).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"model_config: cannot read {values}: {exc}") from None
+    values = dict(values)
+    values.setdefault("vocab_size", vocab_size)
+    values.setdefault("max_position_embeddings", cfg.seq_length)
+    try:
+        return LlamaConfig(**values)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"model_config: {exc}") from None
+
+
+def check_lengths(cfg: Any, config: Any, dataset: Any) -> None:
+    positions = config.max_position_embeddings
+    if cfg.seq_length > positions:
+        raise TrainError(f"seq_length {cfg.seq_length} is beyond the model's {positions} positions "
+                         f"(max_position_embeddings): lower seq_length or use a model with more positions")
+    longest = int(dataset.lengths.max()) if len(dataset) else 0
+    if longest > positions:
+        raise TrainError(f"{cfg.data}: a sample of {longest} tokens is longer than the model's {positions} positions")
+
+
+def main(cfg: PretrainConfig) -> dict[str, Any]:
+    """Pretrain (or continue pretraining) as ``cfg`` says; every rank calls this."""
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM
+
+    from train import runtime
+    from train.data import Collator, ResumableSampler, open_dataset
+    from train.tokenizer import check_vocab, load_tokenizer, save_tokenizer
+
+    tokenizer = load_tokenizer(cfg.tokenizer if cfg.tokenizer else cfg.model)
+    runtime.init_distributed(cfg)
+    args = runtime.training_arguments(cfg)  # before the model: ZeRO-3 partitions it as it is built
+    config = model_config(cfg, len(tokenizer))
+    check_vocab(tokenizer, config.vocab_size, f"model {cfg.model or 'model_config'}")
+    dataset = open_dataset(cfg.data, cfg.seq_length, vocab_size=config.vocab_size, validate=cfg.validate_data)
+    check_lengths(cfg, config, dataset)
+
+    transformers.set_seed(cfg.seed)
+    if cfg.model is not None:
+        model = AutoModelForCausalLM.from_pretrained(cfg.model, config=config, dtype=torch.float32,
+                                                     attn_implementation=cfg.attn_implementation)
+    else:
+        model = AutoModelForCausalLM.from_config(config, attn_implementation=cfg.attn_implementation)
+    model.config.use_cache = False
+
+    global_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+    if len(dataset) < global_batch:
+        raise TrainError(f"{cfg.data}: {len(dataset)} samples, fewer than one global batch of {global_batch}")
+    sampler = ResumableSampler(len(dataset), cfg.seed, lengths=dataset.lengths if cfg.group_by_length else None,
+                               group_by_length=cfg.group_by_length)
+    stopper = runtime.StopOnSignal()
+    saver = runtime.CompleteCheckpoints(runtime.sampler_position(sampler, global_batch), cfg.keep_checkpoints,
+                                        runtime.run_fingerprint(cfg, kind="pretrain"))
+    trainer = runtime.SuiteTrainer(
+        model=model, args=args, train_dataset=dataset, data_collator=Collator(pad_id=tokenizer.pad_token_id),
+        callbacks=[stopper, saver], sampler=sampler,
+        flops_per_token=runtime.flops_per_token(config, cfg.seq_length), peak_tflops=runtime.device_peak_tflops(cfg))
+    result = runtime.train(trainer, cfg, stopper, saver)
+    if result.status == "completed":
+        result.export = str(export(trainer, tokenizer, cfg, save_tokenizer))
+    if args.process_index == 0:
+        print(f"[train.pretrain] {result.status} at step {result.step}"
+              + (f"; model exported to {result.export}" if result.export else
+                 f"; latest complete checkpoint: {result.checkpoint}"), flush=True)
+    return result.to_dict()
+
+
+def export(trainer: Any, tokenizer: Any, cfg: Any, save_tokenizer: Any) -> Path:
+    """The trained model as a plain HF checkpoint (safetensors + config + tokenizer), complete or absent.
+
+    Under ZeRO-3 every rank takes part (the 16-bit weights are gathered); rank 0 writes."""
+    import torch
+
+    from train.runtime import export_dir_swap
+
+    final = Path(cfg.export_dir or Path(cfg.output_dir) / "final")
+    tmp = final.with_name(f".{final.name}.tmp")
+    trainer.save_model(str(tmp))
+    if trainer.args.process_index == 0:
+        (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; the suite's artifacts hold none
+        save_tokenizer(tokenizer, tmp)
+        export_dir_swap(tmp, final)
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    return final
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    return run_cli("python -m train.pretrain", PretrainConfig, main, __doc__.split("\n\n")[0], argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli())

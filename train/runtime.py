@@ -1,0 +1,377 @@
+"""What pretraining and LoRA tuning share: the run settings, DeepSpeed, the Trainer, resume and stop.
+
+One run, whatever the entry point:
+
+- :class:`RunConfig` — batch, optimizer, schedule, precision, DeepSpeed, checkpoints, logging.
+- :func:`init_distributed` — the process group from the torch.distributed env (``RANK``,
+  ``WORLD_SIZE``, ``MASTER_ADDR``…; under Slurm ``hpc.dist`` sets them): NCCL on GPUs, gloo on CPU.
+- :func:`training_arguments` — a ``TrainingArguments`` with the DeepSpeed config filled in. Build it
+  before the model: it switches on ``zero.Init``, so a ZeRO-3 model is partitioned as it is created.
+- :class:`SuiteTrainer` — the HF Trainer with a deterministic, seeded sampler (the data position is
+  the optimizer step × the global batch, restored exactly on resume), tokens/s/GPU and MFU in every
+  log line, complete-or-absent checkpoints (:mod:`train.checkpoint`) and a cooperative stop.
+- :func:`train` — resume from the latest complete checkpoint, train, and on SIGUSR2 save at the
+  next step boundary on every rank and return ``status: "preempted"`` (whoever launched the run
+  requeues it: ``slurm/lib.sh`` or ``hpc``; nothing here knows about Slurm).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import shutil
+import signal
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from corpus.config import ConfigError
+from train import checkpoint as ckpt
+from train.config import RunConfig, TrainError
+from train.data import ResumableSampler
+
+# DeepSpeed calls torch.distributed APIs torch has deprecated, and torch warns on every call: a few
+# lines per step in every rank's log, burying the training log.
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.distributed")
+
+DEEPSPEED_DIR = Path(__file__).resolve().parent / "deepspeed"
+
+# Dense peak TFLOP/s per GPU for the MFU figure (fp16/bf16 tensor cores), matched on the device name.
+PEAK_TFLOPS = (("H200", 989.0), ("H100 PCIe", 756.0), ("H100", 989.0), ("A100", 312.0), ("A800", 312.0),
+               ("L40S", 362.0), ("A10", 125.0), ("V100", 125.0), ("T4", 65.0))
+
+
+# ---------------------------------------------------------------------------------------------
+# Process group, precision, DeepSpeed
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def init_distributed(cfg: RunConfig) -> None:
+    """Join the process group the torch.distributed env describes (a lone process gets a group of one)."""
+    if not cfg.cpu and not torch.cuda.is_available():
+        raise TrainError("no CUDA device is visible: set cpu: true to train on the CPU (tests, demo)")
+    for key, default in (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0"), ("MASTER_ADDR", "127.0.0.1")):
+        os.environ.setdefault(key, default)
+    os.environ.setdefault("MASTER_PORT", str(29500 + os.getpid() % 1000))
+    if torch.distributed.is_initialized():
+        return
+    if cfg.deepspeed:
+        import deepspeed
+
+        deepspeed.init_distributed(dist_backend="gloo" if cfg.cpu else "nccl")
+    elif world_size() > 1:
+        torch.distributed.init_process_group("gloo" if cfg.cpu else "nccl")
+    if not cfg.cpu:
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+
+
+def resolve_precision(cfg: RunConfig) -> str:
+    if cfg.precision != "auto":
+        if cfg.cpu and cfg.precision == "fp16":
+            raise ConfigError("precision: fp16 needs a GPU (use bf16 or fp32 with cpu: true)")
+        return cfg.precision
+    if cfg.cpu:
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"  # V100: fp16, as CaMA trained
+
+
+def deepspeed_config(cfg: RunConfig) -> dict[str, Any] | None:
+    """The run's DeepSpeed config: the named file, with the offload option applied."""
+    if not cfg.deepspeed:
+        return None
+    path = Path(cfg.deepspeed)
+    if not path.suffix and not path.exists():
+        path = DEEPSPEED_DIR / f"{cfg.deepspeed}.json"
+    try:
+        ds = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        shipped = ", ".join(sorted(p.stem for p in DEEPSPEED_DIR.glob("*.json")))
+        raise ConfigError(f"deepspeed: {cfg.deepspeed!r} is neither a file nor one of {shipped}") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"deepspeed: {path} is not valid JSON: {exc}") from None
+    zero = ds.setdefault("zero_optimization", {})
+    if cfg.offload in ("optimizer", "all"):
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+        # ZeRO-Offload steps the optimizer on the CPU: DeepSpeed's compiled CPU Adam, not torch's.
+        ds.get("optimizer", {}).get("params", {}).pop("torch_adam", None)
+    if cfg.offload == "all":
+        zero["offload_param"] = {"device": "cpu", "pin_memory": True}
+    return ds
+
+
+def training_arguments(cfg: RunConfig, **extra: Any) -> TrainingArguments:
+    """HF TrainingArguments for the run. Create it before the model (it enables ZeRO-3's zero.Init)."""
+    precision = resolve_precision(cfg)
+    accumulation = cfg.gradient_accumulation_steps
+    if cfg.batch_size is not None:
+        per_step = cfg.micro_batch_size * world_size()
+        if cfg.batch_size % per_step:
+            raise ConfigError(f"batch_size {cfg.batch_size} is not a multiple of micro_batch_size × processes "
+                              f"= {cfg.micro_batch_size} × {world_size()}")
+        accumulation = cfg.batch_size // per_step
+    # One TensorBoard folder per run (across requeues), not the Trainer's runs/<date>_<host> per start.
+    os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(Path(cfg.output_dir) / "tensorboard"))
+    return TrainingArguments(
+        output_dir=cfg.output_dir,
+        per_device_train_batch_size=cfg.micro_batch_size,
+        gradient_accumulation_steps=accumulation,
+        learning_rate=cfg.learning_rate,
+        adam_beta1=cfg.adam_beta1, adam_beta2=cfg.adam_beta2, adam_epsilon=cfg.adam_epsilon,
+        weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
+        lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_steps,
+        num_train_epochs=cfg.num_epochs, max_steps=cfg.max_steps,
+        bf16=precision == "bf16", fp16=precision == "fp16",
+        activation_checkpointing=cfg.gradient_checkpointing,
+        # Non-reentrant: works when the inputs need no grad (LoRA's frozen embeddings) and under ZeRO-3.
+        activation_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
+        deepspeed=deepspeed_config(cfg),
+        use_cpu=cfg.cpu,
+        save_strategy="steps", save_steps=cfg.save_steps,
+        save_total_limit=None,  # pruned by CompleteCheckpoints, after the new marker exists
+        logging_strategy="steps", logging_steps=cfg.logging_steps, logging_first_step=True,
+        report_to=list(cfg.report_to) or "none",
+        seed=cfg.seed, data_seed=cfg.seed,
+        dataloader_num_workers=cfg.dataloader_workers,
+        dataloader_drop_last=True,
+        include_num_input_tokens_seen="non_padding",
+        remove_unused_columns=False,
+        ddp_find_unused_parameters=False,
+        disable_tqdm=not os.isatty(2),
+        **extra,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Throughput and MFU
+
+
+def flops_per_token(config: Any, seq_length: int, trainable_only: bool = False) -> float:
+    """Training FLOPs per token of a LLaMA-shaped model: 6 × matmul parameters + attention.
+
+    The PaLM accounting: 2 FLOPs per multiply-add, ×3 for forward + backward, over every weight
+    matrix a token passes through (the embedding lookup is not a matmul; the LM head is), plus
+    12 · layers · hidden · seq for the attention scores. Recomputation under gradient checkpointing
+    is not counted, so this is MFU, not hardware utilisation. (LoRA's frozen base still costs the
+    forward and the input-gradient backward, 4 of the 6: ``trainable_only`` is not used for it.)
+    """
+    h, layers = config.hidden_size, config.num_hidden_layers
+    heads = config.num_attention_heads
+    kv = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or h // heads
+    attn = h * heads * head_dim * 2 + h * kv * head_dim * 2        # q, o and k, v
+    mlp = 3 * h * config.intermediate_size
+    matmul_params = layers * (attn + mlp) + h * config.vocab_size  # + LM head
+    return 6.0 * matmul_params + 12.0 * layers * heads * head_dim * seq_length
+
+
+def device_peak_tflops(cfg: RunConfig) -> float | None:
+    if cfg.peak_tflops:
+        return cfg.peak_tflops
+    if cfg.cpu or not torch.cuda.is_available():
+        return None
+    name = torch.cuda.get_device_name()
+    return next((tf for key, tf in PEAK_TFLOPS if key in name), None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cooperative stop on SIGUSR2
+
+
+class StopOnSignal(TrainerCallback):
+    """SIGUSR2 asks for a checkpoint and a clean exit. Ranks may get the signal at different moments
+    (or only some of them), so at every step end the flag is reduced (max) over all ranks and they
+    all stop at the same step: the Trainer saves there (a collective under ZeRO-3) and returns."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.stopped_at: int | None = None
+        self._previous: Any = None
+
+    def install(self) -> None:
+        self._previous = signal.signal(signal.SIGUSR2, self._on_signal)
+
+    def uninstall(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGUSR2, self._previous)
+            self._previous = None
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.requested = True
+        print(f"[train] rank {rank()}: SIGUSR2 received: checkpoint at the next step, then exit", flush=True)
+
+    def _agreed(self) -> bool:
+        flag = self.requested
+        if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+            t = torch.tensor([1 if flag else 0], dtype=torch.int32)
+            if torch.distributed.get_backend() == "nccl":
+                t = t.cuda()
+            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+            flag = bool(t.item())
+        return flag
+
+    def on_step_end(self, args: TrainingArguments, state: Any, control: Any, **kwargs: Any) -> Any:
+        if self._agreed():
+            self.stopped_at = state.global_step
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+
+class CompleteCheckpoints(TrainerCallback):
+    """After the Trainer has saved ``checkpoint-N`` on every rank: the data position, then the marker."""
+
+    def __init__(self, sampler_state: Any, keep: int, fingerprint: dict[str, Any]) -> None:
+        self.sampler_state = sampler_state  # () -> dict, the sampler's position after this step
+        self.keep = keep
+        self.fingerprint = fingerprint
+        self.last: ckpt.Checkpoint | None = None
+
+    def on_save(self, args: TrainingArguments, state: Any, control: Any, **kwargs: Any) -> Any:
+        if torch.distributed.is_initialized():
+            torch.distributed.barrier()  # every rank's ZeRO partitions are written
+        path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if state.is_world_process_zero:
+            (path / ckpt.SAMPLER_STATE).write_text(json.dumps(self.sampler_state(state.global_step), indent=1),
+                                                   encoding="utf-8")
+            self.last = ckpt.mark_complete(path, state.global_step, {"run": self.fingerprint})
+            ckpt.prune(args.output_dir, self.keep)
+        if torch.distributed.is_initialized():
+            torch.distributed.barrier()  # nobody runs ahead and gets killed before the marker exists
+        return control
+
+
+# ---------------------------------------------------------------------------------------------
+# The Trainer
+
+
+class SuiteTrainer(Trainer):
+    """HF Trainer with the suite's sampler and throughput figures; everything else is stock."""
+
+    def __init__(self, *args: Any, sampler: ResumableSampler, flops_per_token: float,
+                 peak_tflops: float | None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.suite_sampler = sampler
+        self._flops_per_token = flops_per_token
+        self._peak = peak_tflops
+        self._last_log: tuple[float, int] | None = None
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> ResumableSampler:
+        return self.suite_sampler
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:  # a training log line (not the final summary)
+            now, tokens = time.perf_counter(), int(self.state.num_input_tokens_seen)
+            if self._last_log is not None:
+                dt, dtok = now - self._last_log[0], tokens - self._last_log[1]
+                if dt > 0 and dtok > 0:
+                    per_gpu = dtok / dt / max(self.args.world_size, 1)
+                    logs["tokens_per_s_per_gpu"] = round(per_gpu, 1)
+                    if self._peak:
+                        logs["mfu"] = round(per_gpu * self._flops_per_token / (self._peak * 1e12), 4)
+            self._last_log = (now, tokens)
+        super().log(logs, start_time)
+
+
+@dataclass
+class RunResult:
+    status: str                   # "completed" or "preempted"
+    step: int
+    checkpoint: str | None        # the latest complete checkpoint
+    resumed_from: int | None      # the step this run started at (None: from scratch)
+    export: str | None = None     # the final model / adapter (completed runs)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check_sampler_state(checkpoint: ckpt.Checkpoint, sampler: ResumableSampler) -> None:
+    """The data a checkpoint was trained on must be the data this run reads: same size, seed, order.
+
+    Only checked, not loaded: the Trainer itself fast-forwards the (deterministic) sampler by the
+    checkpoint's step on resume, without reading the skipped samples."""
+    path = checkpoint.path / ckpt.SAMPLER_STATE
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise TrainError(f"{path}: cannot read the data position of the checkpoint: {exc}") from None
+    now = sampler.state_dict()
+    changed = [k for k in ("size", "seed", "shuffle", "group_by_length") if saved.get(k) != now.get(k)]
+    if changed:
+        raise TrainError(f"{checkpoint.path} was trained on other data or another order "
+                         f"({', '.join(f'{k}: {saved.get(k)!r} then, {now.get(k)!r} now' for k in changed)}): "
+                         f"resuming would not continue at the same sample. Use a new output_dir, or resume: never.")
+
+
+def sampler_position(sampler: ResumableSampler, global_batch: int) -> Any:
+    """The sampler's state after ``step`` optimizer steps (the DataLoader prefetches ahead, so the
+    position comes from the step count, not from what the sampler has handed out)."""
+    def state(step: int) -> dict[str, Any]:
+        consumed = step * global_batch
+        per_epoch = (len(sampler) // global_batch) * global_batch  # dataloader_drop_last
+        s = dict(sampler.state_dict())
+        s.update(epoch=consumed // per_epoch if per_epoch else 0,
+                 consumed=consumed % per_epoch if per_epoch else 0, global_step=step, global_batch=global_batch)
+        return s
+    return state
+
+
+def train(trainer: SuiteTrainer, cfg: RunConfig, stopper: StopOnSignal, saver: CompleteCheckpoints) -> RunResult:
+    """Resume from the latest complete checkpoint, train, and report how the run ended."""
+    if trainer.args.process_index == 0:
+        gone = ckpt.remove_incomplete(cfg.output_dir)
+        if gone:
+            print(f"[train] removed unfinished checkpoint(s): {', '.join(p.name for p in gone)}", flush=True)
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    start = ckpt.resolve_resume(cfg.output_dir, cfg.resume)
+    if start is not None:
+        check_sampler_state(start, trainer.suite_sampler)
+        print(f"[train] resuming from {start.path} (step {start.step})", flush=True)
+    stopper.install()
+    try:
+        output = trainer.train(resume_from_checkpoint=str(start.path) if start else None)
+    finally:
+        stopper.uninstall()
+    latest = ckpt.latest_complete(cfg.output_dir)
+    status = "preempted" if stopper.stopped_at is not None and trainer.state.global_step < trainer.state.max_steps \
+        else "completed"
+    return RunResult(status=status, step=trainer.state.global_step, checkpoint=str(latest.path) if latest else None,
+                     resumed_from=start.step if start else None, metrics=dict(output.metrics))
+
+
+def export_dir_swap(tmp: Path, final: Path) -> None:
+    """Replace ``final`` with the finished ``tmp`` (rank 0, after every rank took part in the save)."""
+    if final.exists():
+        old = final.with_name(final.name + f".old-{os.getpid()}")
+        final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(final)
+
+
+def run_fingerprint(cfg: RunConfig, **extra: Any) -> dict[str, Any]:
+    """What a checkpoint records about the run that wrote it (for people reading the marker)."""
+    keep = {k: v for k, v in asdict(cfg).items() if k not in ("resume", "report_to", "dataloader_workers")}
+    return {"config": copy.deepcopy(keep), "world_size": world_size(), "transformers": transformers.__version__,
+            "torch": torch.__version__, **extra}
+
+
+def steps_per_epoch(n_samples: int, global_batch: int) -> int:
+    return max(math.floor(n_samples / global_batch), 0)
