@@ -134,3 +134,29 @@ def log_records(folder: Path) -> list[dict[str, Any]]:
     """The Trainer's log history of the latest checkpoint under ``folder``."""
     states = sorted(folder.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[1]))
     return json.loads(states[-1].read_text())["log_history"] if states else []
+
+
+def tiny_base(folder: Path, tokenizer: Path) -> Path:
+    """A tiny LLaMA (random weights) saved as a Hugging Face checkpoint with its tokenizer."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from train.tokenizer import load_tokenizer, save_tokenizer
+
+    tok = load_tokenizer(tokenizer)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), **TINY_MODEL))
+    model.save_pretrained(folder)
+    save_tokenizer(tok, folder)
+    return folder
+
+
+def lora_config(tmp: Path, base: Path, out: Path, data: Path | None = None, **over: Any) -> Path:
+    cfg = {"base": str(base), "data": str(data or ROOT / "examples/data/instructions/en.jsonl"),
+           "output_dir": str(out), "cutoff_len": 128, "cpu": True, "deepspeed": "zero3", "lora_r": 4,
+           "lora_alpha": 8, "micro_batch_size": 2, "batch_size": 4, "learning_rate": 1e-2, "warmup_steps": 1,
+           "max_steps": 6, "save_steps": 3, "logging_steps": 1, "dataloader_workers": 0, "report_to": [],
+           "seed": 11, **over}
+    path = tmp / f"{out.name}.yaml"
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    return path

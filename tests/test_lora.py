@@ -1,0 +1,99 @@
+"""LoRA tuning under ZeRO-3 on the CPU (2 processes over gloo): a complete adapter that reproduces the
+trained model on its base, resume from a LoRA checkpoint, and the errors before the first step."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from train_helpers import (ROOT, assert_same_weights, env, launch, lora_config, run_ranks, signal_rank, tail,
+                           tiny_base, wait_all, wait_for_file)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory, tokenizer_path) -> Path:
+    return tiny_base(tmp_path_factory.mktemp("base"), tokenizer_path)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, base) -> Path:
+    tmp = tmp_path_factory.mktemp("lora-ref")
+    cfg = lora_config(tmp, base, tmp / "run")
+    assert run_ranks("train.lora", cfg, 2, tmp / "logs") == [0, 0], tail(tmp / "logs")
+    assert "adapter verified" in tail(tmp / "logs", 10**6)
+    return tmp / "run"
+
+
+def test_the_saved_adapter_is_complete_and_reproduces_the_trained_logits(reference, base):
+    import torch
+    from safetensors.torch import load_file
+
+    from train.lora import verify_adapter
+
+    adapter = reference / "adapter"
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert config["r"] == 4 and config["lora_alpha"] == 8
+    assert sorted(config["target_modules"]) == sorted(
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    weights = load_file(adapter / "adapter_model.safetensors")
+    # 2 layers × 7 modules × (A, B), full shapes (not ZeRO-3's empty partitions), and trained: B ≠ 0.
+    assert len(weights) == 28
+    a = next(v for k, v in weights.items() if "q_proj.lora_A" in k)
+    assert a.shape == (4, 32)
+    assert all(float(v.abs().sum()) > 0 for k, v in weights.items() if "lora_B" in k)
+    assert verify_adapter(base, adapter) < 1e-4
+
+    # The check has teeth: an adapter with B zeroed no longer reproduces the trained logits.
+    broken = reference / "broken-adapter"
+    broken.mkdir(exist_ok=True)
+    for f in adapter.iterdir():
+        (broken / f.name).write_bytes(f.read_bytes())
+    from safetensors.torch import save_file
+
+    save_file({k: torch.zeros_like(v) if "lora_B" in k else v for k, v in weights.items()},
+              str(broken / "adapter_model.safetensors"))
+    from train.config import TrainError
+
+    with pytest.raises(TrainError, match="does not reproduce the trained model's logits"):
+        verify_adapter(base, broken)
+
+
+def test_resume_from_a_lora_checkpoint_ends_with_the_same_adapter(tmp_path, base, reference):
+    cfg = lora_config(tmp_path, base, tmp_path / "run")
+    logs = tmp_path / "logs"
+    procs = launch("train.lora", cfg, 2, logs)
+    wait_for_file(tmp_path / "run" / "checkpoint-3" / "COMPLETE.json", procs, logs)
+    signal_rank(procs, 0)
+    assert wait_all(procs, logs) == [0, 0], tail(logs)
+    assert "preempted at step" in tail(logs, 10**6)
+    assert not (tmp_path / "run" / "adapter").exists()
+    assert run_ranks("train.lora", cfg, 2, logs) == [0, 0], tail(logs)
+    assert "resuming from" in tail(logs, 10**6)
+    assert_same_weights(reference / "adapter", tmp_path / "run" / "adapter")
+
+
+def one_process(cfg: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "train.lora", "--config", str(cfg)], cwd=ROOT, env=env(),
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_bad_instruction_data_and_templates_fail_before_training(tmp_path, base):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    run = one_process(lora_config(tmp_path, base, tmp_path / "a", data=empty, deepspeed=None))
+    assert run.returncode == 2 and "empty.jsonl" in run.stderr and "Traceback" not in run.stderr, run.stderr[-2000:]
+
+    template = tmp_path / "t.json"
+    template.write_text(json.dumps({"prompt_input": "{instruction}\n### Response:", "prompt_no_input": "{instruction}\n### Response:",
+                                    "response_split": "### Response:"}))
+    run = one_process(lora_config(tmp_path, base, tmp_path / "b", template=str(template), deepspeed=None))
+    assert run.returncode == 2 and "t.json" in run.stderr and "{input}" in run.stderr, run.stderr[-2000:]
+
+    run = one_process(lora_config(tmp_path, base, tmp_path / "c", lora_target_modules=["qkv_proj"], deepspeed=None))
+    assert run.returncode == 2 and "qkv_proj" in run.stderr, run.stderr[-2000:]

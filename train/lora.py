@@ -1,0 +1,277 @@
+"""LoRA instruction tuning, alpaca-lora style: ``python -m train.lora --config JOB.yaml``.
+
+CaMA's settings are the defaults: LoRA r 16, alpha 32, dropout 0.05 on q, k, v, o, gate, up and down
+projections; micro batch 4, global batch 128, lr 3e-4, 3 epochs, prompts cut at 512 tokens with the
+prompt masked out of the loss (train_on_inputs false) and EOS appended unless the text was cut.
+Records are JSON lines (or a JSON array) of ``{instruction, input, output}``; the prompt template is a
+file (train/templates/alpaca.json by default).
+
+Runs on one GPU, one node's GPUs or several nodes through the same launcher as pretraining, with
+DeepSpeed ZeRO-3 by default (``deepspeed: null`` for plain data parallel, which 8-/4-bit loading
+needs). The adapter is written as peft's ``adapter_config.json`` + ``adapter_model.safetensors`` to
+``export_dir`` (default ``OUTPUT_DIR/adapter``), together with a probe batch and the trained model's
+logits on it (``probe.safetensors``): :func:`verify_adapter` loads the base, applies the saved adapter
+and checks it reproduces them — the guard against ZeRO-3's known failure of saving empty adapters.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from corpus.config import ConfigError
+from train.config import RunConfig, TrainError, run_cli
+
+CAMA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+PROBE = "probe.safetensors"
+
+
+@dataclass(kw_only=True)
+class LoraConfig(RunConfig):
+    base: str                          # the Hugging Face checkpoint to tune (e.g. the pretrained model)
+    data: str                          # instruction records: JSON lines or a JSON array
+    tokenizer: str | None = None       # default: the base checkpoint's
+    template: str = "alpaca"           # a name in train/templates/ or a path
+    cutoff_len: int = 512
+    train_on_inputs: bool = False
+    add_eos: bool = True
+    val_set_size: int = 0
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] = field(default_factory=lambda: list(CAMA_TARGETS))
+    load_in_8bit: bool = False
+    load_in_4bit: bool = False
+    group_by_length: bool = False
+    verify_adapter: bool = True
+    export_dir: str | None = None      # default OUTPUT_DIR/adapter
+    # alpaca-lora's (and CaMA's) optimisation, instead of the pretraining defaults:
+    micro_batch_size: int = 4
+    batch_size: int | None = 128
+    learning_rate: float = 3e-4
+    num_epochs: float = 3.0
+    warmup_steps: int = 100
+    weight_decay: float = 0.0
+    adam_beta2: float = 0.999
+    lr_scheduler: str = "linear"
+    save_steps: int = 200
+    gradient_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.lora_r < 1 or self.lora_alpha <= 0 or not 0 <= self.lora_dropout < 1:
+            raise ConfigError("lora_r must be ≥ 1, lora_alpha > 0 and 0 ≤ lora_dropout < 1")
+        if self.cutoff_len < 8:
+            raise ConfigError(f"cutoff_len must be ≥ 8, got {self.cutoff_len}")
+        if self.load_in_8bit and self.load_in_4bit:
+            raise ConfigError("choose one of load_in_8bit and load_in_4bit")
+        if (self.load_in_8bit or self.load_in_4bit) and (self.cpu or self.deepspeed):
+            raise ConfigError("8-/4-bit loading needs a GPU and no DeepSpeed (set deepspeed: null): "
+                              "bitsandbytes weights cannot be ZeRO-3 partitioned")
+
+
+def _quantization(cfg: LoraConfig) -> Any:
+    if not (cfg.load_in_8bit or cfg.load_in_4bit):
+        return None
+    from transformers import BitsAndBytesConfig
+
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise TrainError("load_in_8bit / load_in_4bit need the bitsandbytes package (pip install bitsandbytes)") from None
+    if cfg.load_in_8bit:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    import torch
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_quant_type="nf4")
+
+
+def build_model(cfg: LoraConfig, dtype: Any) -> Any:
+    """The base (ZeRO-3-partitioned as it loads when DeepSpeed is on) with LoRA adapters on it."""
+    import peft
+    import transformers
+    from transformers import AutoModelForCausalLM
+
+    quant = _quantization(cfg)
+    try:
+        base = AutoModelForCausalLM.from_pretrained(cfg.base, dtype=dtype, quantization_config=quant)
+    except (OSError, ValueError) as exc:
+        raise TrainError(f"base: cannot load a Hugging Face model from {cfg.base}: {exc}") from None
+    base.config.use_cache = False
+    if quant is not None:
+        base = peft.prepare_model_for_kbit_training(base, use_gradient_checkpointing=cfg.gradient_checkpointing)
+    names = {n.rsplit(".", 1)[-1] for n, _ in base.named_modules()}
+    missing = [t for t in cfg.lora_target_modules if t not in names]
+    if missing:
+        raise ConfigError(f"lora_target_modules: {', '.join(missing)} not in the base model "
+                          f"(LLaMA has {', '.join(CAMA_TARGETS)})")
+    transformers.set_seed(cfg.seed)  # the same adapter initialisation on every rank
+    lora = peft.LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                           target_modules=list(cfg.lora_target_modules), bias="none", task_type="CAUSAL_LM")
+    return peft.get_peft_model(base, lora)
+
+
+def main(cfg: LoraConfig) -> dict[str, Any]:
+    """Tune LoRA adapters as ``cfg`` says; every rank calls this."""
+    import torch
+
+    from train import runtime
+    from train.data import Collator, ResumableSampler
+    from train.prompts import InstructionDataset, load_template, split
+    from train.tokenizer import check_vocab, load_tokenizer
+
+    tokenizer = load_tokenizer(cfg.tokenizer or cfg.base)
+    template = load_template(cfg.template)
+    runtime.init_distributed(cfg)
+    args = runtime.training_arguments(cfg)  # before the model: ZeRO-3 partitions the base as it loads
+    from transformers import AutoConfig
+
+    try:
+        base_config = AutoConfig.from_pretrained(cfg.base)
+    except (OSError, ValueError) as exc:
+        raise TrainError(f"base: cannot read a Hugging Face config from {cfg.base}: {exc}") from None
+    check_vocab(tokenizer, base_config.vocab_size, f"base {cfg.base}")
+    if cfg.cutoff_len > base_config.max_position_embeddings:
+        raise TrainError(f"cutoff_len {cfg.cutoff_len} is beyond the base model's "
+                         f"{base_config.max_position_embeddings} positions")
+    data = InstructionDataset(cfg.data, tokenizer, template, cfg.cutoff_len, cfg.train_on_inputs, cfg.add_eos)
+    if data.skipped and args.process_index == 0:
+        shown = "; ".join(data.skipped.examples[:5])
+        print(f"[train.lora] skipped {sum(data.skipped.values())} record(s) of {cfg.data}: "
+              f"{dict(data.skipped)} (e.g. {shown})", flush=True)
+    train_set, val_set = split(data, cfg.val_set_size, cfg.seed) if cfg.val_set_size else (data, None)
+
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(runtime.resolve_precision(cfg), torch.float32)
+    model = build_model(cfg, torch.float32 if cfg.deepspeed else dtype)
+    if args.process_index == 0:
+        model.print_trainable_parameters()
+
+    global_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+    if len(train_set) < global_batch:
+        raise TrainError(f"{cfg.data}: {len(train_set)} training records, fewer than one global batch of "
+                         f"{global_batch} (lower batch_size or micro_batch_size)")
+    sampler = ResumableSampler(len(train_set), cfg.seed, lengths=train_set.lengths if cfg.group_by_length else None,
+                               group_by_length=cfg.group_by_length)
+    stopper = runtime.StopOnSignal()
+    saver = runtime.CompleteCheckpoints(runtime.sampler_position(sampler, global_batch), cfg.keep_checkpoints,
+                                        runtime.run_fingerprint(cfg, kind="lora"))
+    collator = Collator(pad_id=tokenizer.pad_token_id)
+    if val_set is not None:
+        args.eval_strategy = "steps"
+        args.eval_steps = cfg.save_steps
+    trainer = runtime.SuiteTrainer(
+        model=model, args=args, train_dataset=train_set, eval_dataset=val_set, data_collator=collator,
+        callbacks=[stopper, saver], sampler=sampler,
+        flops_per_token=runtime.flops_per_token(base_config, cfg.cutoff_len),
+        peak_tflops=runtime.device_peak_tflops(cfg))
+    result = runtime.train(trainer, cfg, stopper, saver)
+    if result.status == "completed":
+        probe = collator([train_set[i] for i in range(min(2, len(train_set)))])
+        result.export = str(export(trainer, tokenizer, cfg, probe))
+        if cfg.verify_adapter:
+            verified = _verify_on_rank0(trainer, cfg, Path(result.export))
+            result.metrics["adapter_max_abs_diff"] = verified
+    if args.process_index == 0:
+        print(f"[train.lora] {result.status} at step {result.step}"
+              + (f"; adapter written to {result.export}" if result.export else
+                 f"; latest complete checkpoint: {result.checkpoint}"), flush=True)
+    return result.to_dict()
+
+
+def _trained_logits(trainer: Any, probe: dict[str, Any]) -> Any:
+    """Logits of the trained model on the probe batch; a collective under ZeRO-3 (every rank runs it)."""
+    import torch
+
+    model = trainer.model_wrapped
+    model.eval()
+    device = trainer.args.device
+    with torch.no_grad():
+        out = model(input_ids=probe["input_ids"].to(device), attention_mask=probe["attention_mask"].to(device))
+    return out.logits.float().cpu()
+
+
+def export(trainer: Any, tokenizer: Any, cfg: LoraConfig, probe: dict[str, Any]) -> Path:
+    """The adapter (peft layout, safetensors) + tokenizer + probe logits, complete or absent."""
+    import torch
+    from safetensors.torch import save_file
+
+    from train.runtime import export_dir_swap
+    from train.tokenizer import save_tokenizer
+
+    final = Path(cfg.export_dir or Path(cfg.output_dir) / "adapter")
+    tmp = final.with_name(f".{final.name}.tmp")
+    trainer.save_model(str(tmp))
+    logits = _trained_logits(trainer, probe)
+    if trainer.args.process_index == 0:
+        (tmp / "training_args.bin").unlink(missing_ok=True)
+        weights = tmp / "adapter_model.safetensors"
+        if not weights.exists() or weights.stat().st_size < 1024:
+            raise TrainError(f"{weights}: the saved adapter is missing or empty (ZeRO-3 did not gather it)")
+        save_tokenizer(tokenizer, tmp)
+        save_file({"input_ids": probe["input_ids"].contiguous(), "attention_mask": probe["attention_mask"].contiguous(),
+                   "logits": logits.contiguous()}, str(tmp / PROBE))
+        config = json.loads((tmp / "adapter_config.json").read_text(encoding="utf-8"))
+        config["base_model_name_or_path"] = str(Path(cfg.base).resolve())
+        (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
+        export_dir_swap(tmp, final)
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    return final
+
+
+def verify_adapter(base: str | Path, adapter: str | Path, atol: float = 1e-4) -> float:
+    """Load ``base``, apply the saved ``adapter`` and compare its logits on the adapter's probe batch
+    with the trained model's (saved at export). Returns the largest absolute difference; raises
+    TrainError beyond ``atol`` (an empty or partial adapter, or another base)."""
+    import torch
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    probe = load_file(str(Path(adapter) / PROBE))
+    model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
+    model = PeftModel.from_pretrained(model, str(adapter))
+    model.eval()
+    with torch.no_grad():
+        logits = model(input_ids=probe["input_ids"], attention_mask=probe["attention_mask"]).logits.float()
+    mask = probe["attention_mask"].bool()
+    diff = float((logits - probe["logits"]).abs()[mask].max())
+    scale = float(probe["logits"].abs()[mask].max())
+    if not diff <= atol * max(1.0, scale):
+        raise TrainError(f"{adapter}: the saved adapter on {base} does not reproduce the trained model's logits "
+                         f"(max |Δ| {diff:.3g}, logits up to {scale:.3g}): the adapter is incomplete or for another base")
+    return diff
+
+
+def _verify_on_rank0(trainer: Any, cfg: LoraConfig, adapter: Path) -> float | None:
+    """:func:`verify_adapter` on rank 0 alone, the others waiting. ZeRO-3's zero.Init must be off for
+    that load (it is a collective); the run is over, so it is switched off for good."""
+    import torch
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    diff = None
+    if trainer.args.process_index == 0:
+        unset_hf_deepspeed_config()
+        atol = 1e-4 if runtime_precision(cfg) == "fp32" else 2e-2
+        diff = verify_adapter(cfg.base, adapter, atol=atol)
+        print(f"[train.lora] adapter verified: base + saved adapter reproduce the trained logits "
+              f"(max |Δ| {diff:.2e})", flush=True)
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    return diff
+
+
+def runtime_precision(cfg: LoraConfig) -> str:
+    from train.runtime import resolve_precision
+
+    return resolve_precision(cfg)
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    return run_cli("python -m train.lora", LoraConfig, main, __doc__.split("\n\n")[0], argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli())
