@@ -132,14 +132,23 @@ def load_job_config(kind: JobKind, path: str | os.PathLike) -> Any:
 
 
 def run(kind_name: str, cfg: Any, distributed: bool = True) -> Any:
-    """One task of a job: the torch.distributed env first (GPU kinds under Slurm), then the entry point."""
+    """One task of a job: the torch.distributed env first (GPU kinds under Slurm), then the entry point.
+
+    A training entry point that got the preemption / time-limit signal saves a checkpoint on every
+    rank and returns ``status: "preempted"``; under Slurm the job is then requeued to resume from it
+    (:func:`hpc.preempt.requeue_stopped`), and no result is recorded for this run."""
     kind = KINDS[kind_name]
     if kind.gpus and distributed:
         from hpc import dist  # inside the job only: the login node needs no torch.distributed env
 
         dist.setup()
     entry: Callable[[Any], Any] = _resolve(kind.entry)
-    return entry(cfg)
+    result = entry(cfg)
+    if isinstance(result, dict) and result.get("status") == "preempted":
+        from hpc.preempt import requeue_stopped
+
+        requeue_stopped(result)
+    return result
 
 
 def corpus_shard(cfg: Any, shard: int, num_shards: int) -> dict[str, Any]:
@@ -159,14 +168,45 @@ def corpus_merge(cfg: Any, num_shards: int) -> dict[str, Any]:
     return {"output": report["output"]["prefix"], "counts": report["counts"], "shards": num_shards}
 
 
-def pipeline_source(cfg: Any, index: int) -> dict[str, Any]:
-    """One array task of a raw-source build: read, clean, filter, dedup and pack source ``index``."""
+def _pipeline_parts(cfg: Any) -> tuple[Any, Any]:
     from corpus.dedup import DedupConfig
-    from corpus.pipeline import build_source, prepare_source
     from corpus.quality import load_quality_config
 
+    return load_quality_config(cfg.filters), DedupConfig.from_dict(cfg.dedup)
+
+
+def pipeline_prepare(cfg: Any, index: int, shard: int) -> dict[str, Any]:
+    """One array task of a raw-source build's first step: read, clean, filter and sign one shard of a source."""
+    from corpus.pipeline import prepare_shard
+
+    counts = prepare_shard(cfg, cfg.sources[index], shard, *_pipeline_parts(cfg))
+    return {"source": cfg.sources[index].name, "shard": shard, "read": counts["read"],
+            "passed_filters": counts["passed_filters"]}
+
+
+def pipeline_bands(cfg: Any, group: int, task: int) -> dict[str, Any]:
+    """One band-range task of a dedup group: its LSH candidate pairs, saved for the clustering step."""
+    from corpus.pipeline import band_task
+
+    pairs = band_task(cfg, group, task, *_pipeline_parts(cfg))
+    return {"group": group, "task": task, "pairs": int(len(pairs))}
+
+
+def pipeline_dedup(cfg: Any, group: int) -> dict[str, Any]:
+    """The clustering step of a dedup group (a global dedup: every source at once)."""
+    from corpus.pipeline import dedup_group
+
+    counts = dedup_group(cfg, group, *_pipeline_parts(cfg))
+    return {"group": group, "kept": {c["source"]: c["kept"] for c in counts}}
+
+
+def pipeline_source(cfg: Any, index: int) -> dict[str, Any]:
+    """One array task of a raw-source build: what is left of source ``index`` (its dedup, unless a
+    global one ran before; read/clean/filter too when no prepare step ran), then pack/tokenize."""
+    from corpus.pipeline import build_source, prepare_source
+
     spec = cfg.sources[index]
-    prepared = prepare_source(cfg, spec, load_quality_config(cfg.filters), DedupConfig.from_dict(cfg.dedup))
+    prepared = prepare_source(cfg, spec, *_pipeline_parts(cfg))
     built = build_source(cfg, spec) if prepared["kept"] else None
     return {"source": spec.name, "kept": prepared["kept"], "sequences": built["counts"]["sequences"] if built else 0}
 

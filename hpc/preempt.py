@@ -38,6 +38,7 @@ import json
 import os
 import shutil
 import socket
+import subprocess
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -291,12 +292,52 @@ class Requeueable(Checkpointable, Generic[R]):
         return DelayedSubmission(self, *args, **kwargs)
 
     def _event(self, kind: str, saved: Checkpoint | None, requeues: int) -> None:
-        record = {"event": kind, "time": time.time(), "job_id": os.environ.get("SLURM_JOB_ID"),
-                  "restart_count": restart_count(), "requeues": requeues,
-                  "step": saved.step if saved else None, "host": socket.gethostname()}
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        with (self.checkpoint_dir / EVENTS).open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
+        record_event(self.checkpoint_dir, kind, saved.step if saved else None, requeues)
+
+
+def record_event(checkpoint_dir: Path, kind: str, step: int | None, requeues: int) -> None:
+    """Append one requeue event (``requeue`` or ``limit``) to ``checkpoint_dir/requeue-events.jsonl``."""
+    record = {"event": kind, "time": time.time(), "job_id": os.environ.get("SLURM_JOB_ID"),
+              "restart_count": restart_count(), "requeues": requeues, "step": step, "host": socket.gethostname()}
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    with (checkpoint_dir / EVENTS).open("a", encoding="utf-8") as f:
+        f.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+# The requeue limit inside a job: hpc.submit exports the cluster profile's requeue_limit (slurm/lib.sh
+# reads the same variable).
+REQUEUE_LIMIT_VAR = "CAMA_MAX_REQUEUES"
+
+
+def requeue_stopped(result: dict[str, Any]) -> dict[str, Any]:
+    """After a training entry point saved and stopped on the signal (``status: "preempted"``): requeue
+    the Slurm job so that it resumes from that checkpoint, then leave without a result.
+
+    The trainer cannot do this the submitit way (``Checkpointable.checkpoint()`` on rank 0 inside the
+    signal handler): a ZeRO-3 checkpoint needs every rank, at a step boundary. So every rank saves
+    first, the entry point returns, and only then rank 0 asks Slurm to requeue; all ranks exit with
+    SystemExit, which submitit does not record as the job's result (the requeued run will). Outside
+    Slurm (a local run) the result is returned as it is: rerunning the same command resumes."""
+    job_id = os.environ.get("SLURM_JOB_ID")
+    if not job_id:
+        return result
+    checkpoint = result.get("checkpoint")
+    folder = Path(checkpoint).parent if checkpoint else None
+    if _global_rank() == 0:
+        done = restart_count()
+        limit = int(os.environ.get(REQUEUE_LIMIT_VAR) or 3)
+        if done >= limit:
+            if folder is not None:
+                record_event(folder, "limit", result.get("step"), done)
+            raise RequeueLimitExceeded(
+                f"job {job_id} was preempted or timed out after {done} requeue(s), and the requeue limit is "
+                f"{limit}: not requeuing it again (latest complete checkpoint: {checkpoint}). Resubmit it to "
+                f"continue from that checkpoint, or give it more time per run or a higher requeue_limit.")
+        if folder is not None:
+            record_event(folder, "requeue", result.get("step"), done + 1)
+        subprocess.run(["scontrol", "requeue", job_id], check=True, capture_output=True, timeout=60)
+        print(f"[hpc] job {job_id} requeued after saving step {result.get('step')} ({checkpoint})", flush=True)
+    raise SystemExit(0)
 
 
 def read_events(checkpoint_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:

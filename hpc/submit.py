@@ -15,6 +15,9 @@ no Slurm (no `sbatch` on PATH, or `--local`), run here in this process.
   starts only if every task succeeded (`--dependency=afterok`, and `--kill-on-invalid-dep=yes` so a
   failed shard cancels it instead of leaving it pending forever). The merged output is
   byte-identical to an unsharded build.
+  A raw-source config (a `sources:` list, corpus.pipeline) becomes prepare tasks per (source,
+  shard), band-range tasks, a global dedup task where configured, a task per source and the mix job,
+  each step after the previous one (see `_pipeline_steps`).
 - `pretrain`, `lora`, `recover`: nodes × GPUs-per-node tasks, one per GPU; each task calls
   `hpc.dist.setup()` and then the entry point (hpc.jobs). Until an entry point is installed,
   submitting its kind fails before submission; `--dry-run` still works.
@@ -248,9 +251,24 @@ def _corpus_steps(cfg: Any, config_path: str, request: Request, name: str, kind:
 
 def _pipeline_steps(cfg: Any, config_path: str, request: Request, name: str, kind: JobKind, part_name: str,
                     part: Partition, minutes: int) -> tuple[Any, tuple[Step, ...]]:
-    """A raw-source build: an array task per source (read → … → pack), then mix + report after them."""
+    """A raw-source build (corpus.pipeline), each step starting after the previous one succeeded:
+
+    1. ``prepare`` — an array task per (source, shard): read → clean → filter → signatures;
+    2. ``bands`` — an array task per (dedup group, band range), when ``band_tasks`` > 1;
+    3. ``dedup`` — one task clustering every source together, when ``dedup.scope`` is global;
+    4. ``sources`` — an array task per source: its dedup (scope source), then pack/tokenize;
+    5. ``mix`` — the mix and the report.
+
+    With one shard per source, one band task and scope source, steps 1–3 are left out: each source
+    task prepares its own source, as it would in one process.
+    """
+    from corpus.dedup import DedupConfig
+    from corpus.pipeline import dedup_groups, num_shards
+
     if request.shards is not None:
-        raise ConfigError("--shards: a raw-source build runs one array task per source; remove --shards")
+        # --shards N: N prepare tasks for every source (the config's per-source `shards` included).
+        cfg = replace(cfg, shards_per_source=request.shards,
+                      sources=[replace(s, shards=None) for s in cfg.sources])
     # Absolute paths, as for a plain corpus build: the tasks may start in another directory.
     sources = [replace(s, paths=[os.path.abspath(p) for p in s.paths]) for s in cfg.sources]
     cfg = replace(cfg, sources=sources, output_dir=os.path.abspath(cfg.output_dir),
@@ -265,11 +283,29 @@ def _pipeline_steps(cfg: Any, config_path: str, request: Request, name: str, kin
             expand(spec.layout, spec.paths)
         except (OSError, ValueError) as exc:
             raise ConfigError(f"{config_path}: sources[{i}] ({spec.name}): {exc}") from None
+    dedup_cfg = DedupConfig.from_dict(cfg.dedup, "key 'dedup'")
+    groups = dedup_groups(cfg, dedup_cfg)
     res = cpu_resources(kind, request, cfg.workers, part_name, part, minutes)
-    return cfg, (
-        Step("sources", name, jobs.pipeline_source, tuple((cfg, i) for i in range(len(cfg.sources))), res),
-        Step("mix", f"{name}-mix", jobs.pipeline_finish, ((cfg,),), res, after=0),
-    )
+    one_cpu = cpu_resources(kind, request, 1, part_name, part, minutes)
+    prepare = tuple((cfg, i, k) for i, spec in enumerate(cfg.sources) for k in range(num_shards(cfg, spec)))
+    bands = tuple((cfg, g, j) for g in range(len(groups)) for j in range(cfg.band_tasks))
+    steps: list[Step] = []
+
+    def add(label: str, job_name: str, fn: Callable[..., Any], calls: tuple[tuple, ...], r: Resources) -> None:
+        if len(calls) > MAX_ARRAY_SIZE:
+            raise ConfigError(f"{config_path}: the {label} step would be {len(calls)} array tasks; at most "
+                              f"{MAX_ARRAY_SIZE} (lower shards_per_source / band_tasks)")
+        steps.append(Step(label, job_name, fn, calls, r, after=len(steps) - 1 if steps else None))
+
+    if len(prepare) > len(cfg.sources) or cfg.band_tasks > 1 or dedup_cfg.scope == "global":
+        add("prepare", f"{name}-prepare", jobs.pipeline_prepare, prepare, one_cpu)
+    if cfg.band_tasks > 1:
+        add("bands", f"{name}-bands", jobs.pipeline_bands, bands, one_cpu)
+    if dedup_cfg.scope == "global":
+        add("dedup", f"{name}-dedup", jobs.pipeline_dedup, ((cfg, 0),), res)
+    add("sources", name, jobs.pipeline_source, tuple((cfg, i) for i in range(len(cfg.sources))), res)
+    add("mix", f"{name}-mix", jobs.pipeline_finish, ((cfg,),), res)
+    return cfg, tuple(steps)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -285,6 +321,8 @@ def setup_lines(profile: Profile) -> list[str]:
     (and the entry points) by reference, so it must import the same code that submitted it."""
     lines = list(profile.setup)
     lines += [f"export {k}={shlex.quote(v)}" for k, v in profile.env.items()]
+    # How often a preempted training job may requeue itself (hpc.preempt.requeue_stopped).
+    lines.append(f"export CAMA_MAX_REQUEUES={int(profile.requeue_limit)}")
     lines.append(f"export PYTHONPATH={shlex.quote(str(REPO_ROOT))}${{PYTHONPATH:+:$PYTHONPATH}}")
     return lines
 
@@ -544,7 +582,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time", help="time limit, Slurm syntax: minutes, H:M:S, D-H:M:S (default: the kind's, "
                                   "capped by the partition's)")
     p.add_argument("--shards", type=int, help="corpus: array tasks (default: input files, at most "
-                                              f"{MAX_DEFAULT_SHARDS})")
+                                              f"{MAX_DEFAULT_SHARDS}); with a sources: config, prepare "
+                                              "tasks per source")
     p.add_argument("--job-name", help="Slurm job name (default cama-KIND)")
     p.add_argument("--log-folder", help="submitit logs and submitted.jsonl (default: the profile's)")
     p.add_argument("--dry-run", action="store_true", help="print the sbatch script(s); submit nothing")

@@ -140,3 +140,38 @@ def test_unknown_key_and_bad_value_name_the_key(tmp_path, corpus, tokenizer_path
     cfg = pretrain_config(tmp_path, corpus, tokenizer_path, tmp_path / "run", precision="fp8")
     run = single_process(cfg)
     assert run.returncode == 2 and "precision: 'fp8' is not one of" in run.stderr
+
+
+@pytest.mark.slurm
+def test_preempted_on_slurm_through_hpc_submit_requeues_and_ends_with_the_same_weights(
+        slurm_cluster, tmp_path, corpus, tokenizer_path, reference):
+    """2 nodes × 1 process of real ZeRO-3 over gloo on the dev cluster; USR2 through Slurm to every task;
+    the job saves, requeues itself, resumes and ends with the uninterrupted run's weights."""
+    import time
+
+    from hpc import submit
+    from hpc.preempt import read_events
+    from slurm_fixtures import slurm
+
+    run = tmp_path / "run"
+    cfg = pretrain_config(tmp_path, corpus, tokenizer_path, run)
+    sub = submit.submit("pretrain", cfg, "dev", nodes=2, gpus_per_node=1, log_folder=str(tmp_path / "logs"))
+    job_id = sub.job_ids[0]
+    end = time.monotonic() + 300
+    while not (run / "checkpoint-4" / "COMPLETE.json").exists():
+        assert time.monotonic() < end, f"no checkpoint-4 after 300 s; job {job_id}: " + slurm(
+            "sacct", "-j", job_id, "-o", "JobID,State,ExitCode", check=False)
+        time.sleep(0.5)
+    slurm("scancel", "--signal=USR2", job_id)
+    results = sub.wait()[0][0]
+    ranks = results if isinstance(results, list) else [results]
+    assert all(r["status"] == "completed" and r["step"] == 8 for r in ranks), ranks
+    assert 4 <= ranks[0]["resumed_from"] < 8, ranks[0]
+    events = read_events(run)
+    assert [e["event"] for e in events] == ["requeue"] and events[0]["step"] == ranks[0]["resumed_from"], events
+    from slurm_fixtures import sacct_state
+
+    sacct_state(job_id, until=["COMPLETED"])  # slurmdbd records the end asynchronously
+    history = slurm("sacct", "-n", "-X", "-P", "--duplicates", "-j", job_id, "-o", "State,NNodes")
+    assert history.split() == ["REQUEUED|2", "COMPLETED|2"], history
+    assert_same_weights(reference / "final", run / "final")
