@@ -91,7 +91,7 @@ def same_bytes(a: str | Path, b: str | Path) -> bool:
 
 
 def test_dry_run_pretrain_on_cama_is_3_nodes_x_8_tasks_x_8_gpus(capsys, job_yaml, tmp_path):
-    rc, out, err = run_cli(capsys, "pretrain", "--config", job_yaml({"model": "llama-13b"}),
+    rc, out, err = run_cli(capsys, "pretrain", "--config", ROOT / "configs/pretrain/cama13b_3x8v100.yaml",
                            "--cluster", "cama_3x8v100", "--dry-run", "--log-folder", tmp_path / "logs")
     assert rc == 0, err
     (script,) = scripts(out)
@@ -102,22 +102,24 @@ def test_dry_run_pretrain_on_cama_is_3_nodes_x_8_tasks_x_8_gpus(capsys, job_yaml
     assert "module load cuda/11.7 nccl/2.14" in script and "export HF_HUB_OFFLINE=1" in script
     assert f"export PYTHONPATH={shlex.quote(str(ROOT))}" in script
     assert "srun --unbuffered" in script and "submitit.core._submit" in script
-    assert "hpc.dist.setup()" in out and "not installed" in out
+    assert "hpc.dist.setup()" in out and "train.pretrain:main" in out
+    assert "export CAMA_MAX_REQUEUES=5" in script  # the profile's requeue limit, for hpc.preempt
     assert not (tmp_path / "logs").exists()  # a dry run writes nothing
 
 
-@pytest.mark.parametrize("kind, nodes, tasks, gpus, mem", [
-    ("lora", "1", "8", "v100:8", "500G"),
-    ("recover", "1", "1", "v100:1", "64000M"),
+@pytest.mark.parametrize("kind, config, nodes, tasks, gpus, mem", [
+    ("lora", "configs/lora/cama13b_lora_1x8v100.yaml", "1", "8", "v100:8", "500G"),
+    ("recover", "configs/recover/cama_13b.yaml", "1", "1", "v100:1", "64000M"),
 ])
-def test_dry_run_shapes_of_the_other_gpu_kinds(kind, nodes, tasks, gpus, mem, job_yaml):
-    (script,) = scripts(hs.dry_run(kind, job_yaml({}), "cama_3x8v100"))
+def test_dry_run_shapes_of_the_other_gpu_kinds(kind, config, nodes, tasks, gpus, mem):
+    (script,) = scripts(hs.dry_run(kind, ROOT / config, "cama_3x8v100"))
     opts = sbatch_options(script)
     assert (opts["--nodes"], opts["--ntasks-per-node"], opts["--gpus-per-node"], opts["--mem"]) == (nodes, tasks, gpus, mem)
 
 
 def test_dry_run_overrides_shape_within_the_partition(job_yaml):
-    (script,) = scripts(hs.dry_run("pretrain", job_yaml({}), "dev", nodes=2, gpus_per_node=2, time="0:30:00"))
+    (script,) = scripts(hs.dry_run("pretrain", ROOT / "configs/tiny/pretrain.yaml", "dev", nodes=2, gpus_per_node=2,
+                                   time="0:30:00"))
     opts = sbatch_options(script)
     assert (opts["--nodes"], opts["--ntasks-per-node"], opts["--gpus-per-node"]) == ("2", "2", "v100:2")
     assert opts["--time"] == "30" and opts["--cpus-per-task"] == "8" and opts["--mem"] == "1500M"
@@ -134,7 +136,7 @@ def test_profile_account_qos_and_cpu_partition_reach_sbatch(job_yaml, corpus_job
         "python": "/opt/site/venv/bin/python",
     }
     profile = job_yaml(site, "site.yaml")
-    gpu = sbatch_options(scripts(hs.dry_run("pretrain", job_yaml({}), str(profile)))[0])
+    gpu = sbatch_options(scripts(hs.dry_run("pretrain", ROOT / "configs/tiny/pretrain.yaml", str(profile)))[0])
     assert (gpu["--account"], gpu["--qos"], gpu["--gpus-per-node"], gpu["--nodes"]) == ("lab-gpu", "high", "a100:4", "4")
     shards, merge = scripts(hs.dry_run("corpus", corpus_job, str(profile)))
     opts = sbatch_options(shards)
@@ -225,13 +227,14 @@ def test_missing_and_invalid_job_configs_are_named(capsys, job_yaml, corpus_job,
     assert not registry_path(tmp_path / "logs").exists()
 
 
-def test_kinds_without_their_entry_point_fail_before_submission(capsys, job_yaml, tmp_path):
-    for kind in ("pretrain", "lora", "recover"):
-        if jobs.entry_installed(jobs.KINDS[kind]):
-            continue  # the entry point has landed: nothing to refuse
-        rc, out, err = run_cli(capsys, kind, "--config", job_yaml({}), "--log-folder", tmp_path / "logs")
-        assert rc == 2 and f"job kind {kind!r}: its entry point" in err and "is not installed" in err
-        assert "nothing was submitted" in err and out == ""
+def test_a_bad_training_config_fails_before_submission(capsys, job_yaml, tmp_path):
+    rc, out, err = run_cli(capsys, "pretrain", "--config", job_yaml({"data": "x", "output_dir": "y", "tokenizer": "t",
+                                                                     "model": "m", "micro_batch": 4}),
+                           "--log-folder", tmp_path / "logs")
+    assert rc == 2 and "unknown key 'micro_batch'" in err and out == ""
+    rc, out, err = run_cli(capsys, "lora", "--config", job_yaml({"data": "x", "output_dir": "y"}),
+                           "--log-folder", tmp_path / "logs")
+    assert rc == 2 and "missing required key 'base'" in err
     assert not registry_path(tmp_path / "logs").exists()
 
 
@@ -256,6 +259,72 @@ def test_without_sbatch_corpus_runs_locally_and_matches_a_single_build(capsys, c
     merged = yaml.safe_load(corpus_job.read_text())["output"]
     assert same_bytes(merged, single_build(corpus_job, tmp_path / "single" / "corpus"))
     assert not registry_path(tmp_path / "l").exists()  # nothing went to Slurm
+
+
+@pytest.fixture
+def sources_job(tmp_path, tokenizer_path):
+    """configs/tiny/sources.yaml with absolute paths, plus overrides: a raw-source (pipeline) job."""
+    def make(name: str = "sources job.yaml", **overrides) -> Path:
+        spec = yaml.safe_load((ROOT / "configs" / "tiny" / "sources.yaml").read_text())
+        spec.update(tokenizer=str(tokenizer_path), output_dir=str(tmp_path / name / "out"),
+                    filters=str(ROOT / spec["filters"]), **overrides)
+        for source in spec["sources"]:
+            source["paths"] = [str(ROOT / p) for p in source["paths"]]
+        path = tmp_path / name / "job.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(spec, allow_unicode=True), encoding="utf-8")
+        return path
+    return make
+
+
+def _shape(p: hs.Plan) -> list[tuple]:
+    return [(s.label, s.array, s.after, s.fn.__name__, s.resources.cpus_per_task) for s in p.steps]
+
+
+def test_pipeline_plans_prepare_bands_dedup_sources_mix(sources_job):
+    # One shard per source, one band task: a task per source does it all, then the mix.
+    assert _shape(hs.plan("corpus", sources_job("a.yaml", workers=2), "dev")) == [
+        ("sources", 8, None, "pipeline_source", 2), ("mix", None, 0, "pipeline_finish", 2)]
+    sharded = sources_job("b.yaml", workers=2, shards_per_source=3, band_tasks=4)
+    assert _shape(hs.plan("corpus", sharded, "dev")) == [
+        ("prepare", 24, None, "pipeline_prepare", 1), ("bands", 32, 0, "pipeline_bands", 1),
+        ("sources", 8, 1, "pipeline_source", 2), ("mix", None, 2, "pipeline_finish", 2)]
+    p = hs.plan("corpus", sources_job("c.yaml", dedup={"scope": "global"}, band_tasks=2), "dev", hs.Request(shards=2))
+    assert _shape(p) == [
+        ("prepare", 16, None, "pipeline_prepare", 1), ("bands", 2, 0, "pipeline_bands", 1),
+        ("dedup", None, 1, "pipeline_dedup", 1), ("sources", 8, 2, "pipeline_source", 1),
+        ("mix", None, 3, "pipeline_finish", 1)]
+    assert p.steps[0].calls[3][1:] == (1, 1)   # (source, shard): the second source's second shard
+    assert {c[0].shards_per_source for c in p.steps[0].calls} == {2}
+    global_job = sources_job("d.yaml", dedup={"scope": "global"}, band_tasks=2)
+    prepare, bands, dedup, sources, mix = scripts(hs.dry_run("corpus", global_job, "dev"))
+    assert sbatch_options(prepare)["--array"] == "0-7%8" and sbatch_options(prepare)["--job-name"] == "cama-corpus-prepare"
+    for later in (bands, dedup, sources, mix):
+        assert sbatch_options(later)["--dependency"].startswith("afterok:")
+        assert sbatch_options(later)["--kill-on-invalid-dep"] == "yes"
+    too_many = sources_job("e.yaml", shards_per_source=200)
+    with pytest.raises(hs.ConfigError, match="prepare step would be 1600 array tasks"):
+        hs.plan("corpus", too_many, "dev")
+
+
+def test_pipeline_local_run_of_every_step_matches_one_process(capsys, sources_job, tmp_path, monkeypatch):
+    from corpus.pipeline import load_pipeline_config, run_pipeline
+
+    one = load_pipeline_config(sources_job("one.yaml"))
+    run_pipeline(one)
+    job = sources_job("many.yaml", shards_per_source=2, shard_records=1, band_tasks=3, dedup={"scope": "global"})
+    monkeypatch.setenv("PATH", str(tmp_path / "no-slurm-here"))
+    rc, out, err = run_cli(capsys, "corpus", "--config", job, "--log-folder", tmp_path / "l")
+    assert rc == 0, err
+    assert "corpus prepare: done; 16 array tasks" in out and "corpus dedup: done" in out and "corpus mix:" in out
+    many = Path(yaml.safe_load(job.read_text())["output_dir"])
+    for name in ("baike", "web", "github"):
+        for ext in (".bin", ".idx"):
+            prefix = f"{name}/{name}_text_document{ext}"
+            assert (many / prefix).read_bytes() == (Path(one.output_dir) / prefix).read_bytes()
+        assert (many / name / "docs.jsonl").read_bytes() == (Path(one.output_dir) / name / "docs.jsonl").read_bytes()
+    for npy in ("blend.mix.dataset_index.npy", "blend.mix.dataset_sample_index.npy"):
+        assert (many / npy).read_bytes() == (Path(one.output_dir) / npy).read_bytes()
 
 
 def test_local_failure_is_an_error_not_a_success(job_yaml):
