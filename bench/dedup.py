@@ -14,6 +14,11 @@ Then, per process:
   built from our signatures (datasketch's own band optimum) — docs/s;
 * baseline: datasketch classic ``MinHash(num_perm=128)`` + ``update`` per shingle on a ``--sample``
   of documents, beside our signatures on the same sample, with the ratio;
+* the scale-out flow of corpus.pipeline on the same signatures: ``--shards`` signature shards written
+  with ``ShardWriter`` (records dealt out in blocks, as a one-file source is), then band tasks over
+  the memory-mapped shards (``ShardGroup``, 1 and ``--band-tasks`` tasks, each reading only its
+  bands' columns) and the clustering step — seconds per step, and whether the clusters equal the
+  in-memory run's;
 * peak RSS (ru_maxrss);
 * recall: planted pairs with true J ≥ 0.9 that end in one cluster (target ≥ 0.95), also by J bucket;
 * precision: reported (verified) pairs whose true J ≥ 0.8 (target ≥ 0.95), and dropped documents
@@ -35,8 +40,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from corpus.dedup import (DedupConfig, band_params, candidate_pairs, cluster, datasketch_lsh,  # noqa: E402
-                          lean_minhash, verify_pairs)
+from corpus.dedup import (DedupConfig, ShardGroup, ShardWriter, band_params, candidate_pairs,  # noqa: E402
+                          cluster, datasketch_lsh, exact_key, group_band_pairs, group_representatives,
+                          lean_minhash, split_bands, verify_pairs)
 from corpus.minhash import shingle_hashes, signatures, true_jaccard  # noqa: E402
 
 LEVELS = (0.5, 0.7, 0.8, 0.9, 0.95)
@@ -107,6 +113,47 @@ def datasketch_baseline(texts: list[str], lang: str, cfg, batch: bool = False) -
     return time.perf_counter() - t0
 
 
+def sharded_flow(texts: list[str], sigs: np.ndarray, lang: str, cfg: DedupConfig, rep: np.ndarray,
+                 shards: int, band_tasks: int, block: int = 1000) -> dict:
+    """corpus.pipeline's prepare-shard → band-task → cluster steps on these signatures."""
+    import tempfile
+
+    out: dict = {"shards": shards}
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        keys = [exact_key(x, lang) for x in texts]
+        out["exact_keys_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        prefixes = []
+        for k in range(shards):   # block b of `block` documents goes to shard b mod shards
+            rows = np.flatnonzero((np.arange(len(texts)) // block) % shards == k)
+            w = ShardWriter(Path(tmp) / f"{k:05d}", cfg.num_perm)
+            for c in range(0, len(rows), 4096):
+                part = rows[c:c + 4096]
+                w.add(sigs[part], [keys[i] for i in part.tolist()], part)
+            w.close()
+            prefixes.append(Path(tmp) / f"{k:05d}")
+        out["write_s"] = time.perf_counter() - t
+        group = ShardGroup([prefixes])
+        t = time.perf_counter()
+        uniq = group.exact_unique() if cfg.exact else np.arange(group.n)
+        out["exact_s"] = time.perf_counter() - t
+        b, _ = band_params(cfg)
+        for ntasks in sorted({1, band_tasks}):
+            t = time.perf_counter()
+            parts = [group_band_pairs(group, uniq, rng, cfg) for rng in split_bands(b, ntasks)]
+            bands_s = time.perf_counter() - t
+            t = time.perf_counter()
+            rep_s = group_representatives(group, uniq, parts, cfg)
+            cluster_s = time.perf_counter() - t
+            full = np.arange(len(texts))
+            full[uniq] = uniq[rep_s]
+            same = len(uniq) == len(texts) and np.array_equal(full, rep)
+            out[f"tasks_{ntasks}"] = {"bands_s": bands_s, "per_task_s": bands_s / ntasks, "cluster_s": cluster_s,
+                                      "identical_to_in_memory": bool(same)}
+    return out
+
+
 def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -120,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plant-frac", type=float, default=0.2)
     ap.add_argument("--margin", type=float, default=None, help="override DedupConfig.verify_margin")
     ap.add_argument("--json", default=None, help="also write the figures here")
+    ap.add_argument("--shards", type=int, default=4, help="signature shards for the scale-out flow")
+    ap.add_argument("--band-tasks", type=int, default=4, help="band tasks for the scale-out flow")
     args = ap.parse_args(argv)
     if args.quick:
         args.docs, args.sample = 10_000, 100
@@ -233,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
             "baseline_batch_mb_s": smb / batch_s, "ratio_vs_datasketch_batch": batch_s / ours_sample_s,
             "precision_pairs_J>=0.75": float((tj >= 0.75).mean()) if len(tj) else 1.0,
         }
+        L["sharded"] = sharded_flow(texts, sigs, lang, cfg, rep, args.shards, args.band_tasks)
         res["lang"][lang] = L
         print(f"\n[{lang}] {n} docs, {mb:.1f} MB")
         print(f"  signatures          {n / sig_s:10.0f} docs/s  {mb / sig_s:7.1f} MB/s  (1 process)")
@@ -248,6 +298,12 @@ def main(argv: list[str] | None = None) -> int:
               f" by true J: " + ", ".join(f"{k} {v[0]:.3f} (n={v[1]})" for k, v in rec_by.items()))
         print(f"  precision: reported pairs with true J >= 0.8: {prec:.4f} ({len(tj)}), with true J >= 0.75: {L['precision_pairs_J>=0.75']:.4f};"
               f" dropped docs with true J >= 0.8 to kept: {drop_prec:.4f} ({len(dropped)})")
+        sf = L["sharded"]
+        print(f"  scale-out flow: exact keys {sf['exact_keys_s']:.2f} s, {sf['shards']} shards written in"
+              f" {sf['write_s']:.2f} s, exact dedup over them {sf['exact_s']:.2f} s; " + "; ".join(
+                  f"{k.split('_')[1]} band task(s) {v['bands_s']:.2f} s ({v['per_task_s']:.2f} s each),"
+                  f" cluster {v['cluster_s']:.2f} s, same clusters: {v['identical_to_in_memory']}"
+                  for k, v in sf.items() if k.startswith("tasks_")))
     res["recall_J>=0.9"] = float(np.mean(all_rec)) if all_rec else 1.0
     res["precision_pairs"] = all_prec_ok / max(1, all_prec_n)
     res["sig_mb_s_overall"] = total_mb / sig_s_total

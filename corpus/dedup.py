@@ -39,7 +39,12 @@ Multi-task flow (each step is a plain function; hpc/ or slurm/ only decide who r
    union-find → kept row indices and ``duplicate_of``. Deterministic: it depends only on the
    input order of rows, never on the number of tasks.
 
-:func:`deduplicate` runs all of it in one process.
+:func:`deduplicate` runs all of it in one process. ``corpus.pipeline`` runs it on disk through
+:class:`ShardWriter` (a prepare task streams each shard's signatures, exact keys and read positions
+to ``.npy`` files) and :class:`ShardGroup` (the shards of a source — or of every source, for a
+global dedup — as one table in global order, memory-mapped): :func:`group_band_pairs` is a band task,
+:func:`group_representatives` the clustering step. Global order is (source in config order, read
+position), so the kept document of a cluster never depends on how rows were split into shards.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +66,8 @@ __all__ = [
     "DedupConfig", "exact_key", "exact_unique", "near_representatives", "signatures", "band_params", "split_bands", "band_keys",
     "candidate_pairs", "band_columns", "verify_pairs", "cluster", "deduplicate", "lean_minhash", "datasketch_lsh",
     "datasketch_pairs",
-    "save_signatures", "load_signatures",
+    "save_signatures", "load_signatures", "signature_params", "ShardWriter", "ShardGroup", "group_band_pairs",
+    "group_representatives",
 ]
 
 
@@ -80,6 +87,8 @@ class DedupConfig:
     verify_margin: float = 0.03     # ≈ 1 standard error of the estimate at J = 0.8, k = 128
     max_bucket_span: int = 64       # pairs within this distance in a sorted bucket (d=1 keeps links)
     exact: bool = True              # run exact dedup first
+    scope: str = "source"           # corpus.pipeline: "source" (each on its own) or "global" (all
+                                    # sources clustered together; the earliest source in config order wins)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold <= 1.0:
@@ -89,6 +98,8 @@ class DedupConfig:
         for name in ("zh_ngram", "zh_word_ngram", "en_ngram", "code_ngram", "max_bucket_span"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be ≥ 1, got {getattr(self, name)}")
+        if self.scope not in ("source", "global"):
+            raise ValueError(f"scope: must be 'source' or 'global', got {self.scope!r}")
         b, r = band_params(self)
         if b * r > self.num_perm:
             raise ValueError(f"bands × rows = {b}×{r} exceeds num_perm {self.num_perm}")
@@ -104,17 +115,42 @@ class DedupConfig:
 # ---------------------------------------------------------------------------------------------
 # exact
 
-_WS = re.compile(r"\s+")
 _TRAIL = re.compile(r"[ \t\r\f\v]+$", re.M)
+
+
+def _nfkc(text: str) -> str:
+    """``unicodedata.normalize("NFKC", text)``, ~10x faster on Chinese (normalize ran at ~12 MB/s).
+
+    Chinese text is rarely NFKC only because of fullwidth punctuation (，：！ U+FF01–FF5E) and the
+    ideographic space; their compatibility decompositions are single ASCII characters, and NFKC of a
+    string equals NFKC of the string with any character replaced by its decomposition. So map those
+    with numpy, and call normalize only if what is left still is not NFKC (``is_normalized`` is fast).
+    """
+    if unicodedata.is_normalized("NFKC", text):
+        return text
+    try:
+        c = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    except UnicodeEncodeError:   # lone surrogates: let normalize deal with them
+        return unicodedata.normalize("NFKC", text)
+    full = (c >= 0xFF01) & (c <= 0xFF5E)
+    ideo = c == 0x3000
+    if full.any() or ideo.any():
+        c = c.copy()
+        c[full] -= 0xFEE0
+        c[ideo] = 0x20
+        text = c.tobytes().decode("utf-32-le")
+        if unicodedata.is_normalized("NFKC", text):
+            return text
+    return unicodedata.normalize("NFKC", text)
 
 
 def exact_key(text: str, lang: str) -> bytes:
     """16-byte BLAKE2b of the normalised text (see module docstring)."""
-    t = unicodedata.normalize("NFKC", text)
+    t = _nfkc(text)
     if lang == "code":
         t = _TRAIL.sub("", t.replace("\r\n", "\n")).strip("\n")
     else:
-        t = _WS.sub(" ", t).strip()
+        t = " ".join(t.split())   # == re.sub(r"\s+", " ", t).strip(): the same whitespace, 5x faster
         if lang == "en":
             t = t.lower()
     return hashlib.blake2b(t.encode("utf-8"), digest_size=16).digest()
@@ -317,6 +353,168 @@ def load_signatures(prefixes: Iterable[str | os.PathLike], mmap: bool = True,
     if len(parts) == 1:
         return ids, parts[0]
     return ids, np.concatenate(parts) if parts else np.zeros((0, 0), np.uint64)
+
+
+def signature_params(cfg: DedupConfig) -> dict[str, Any]:
+    """The settings a signature depends on (a signature shard stays valid while these do)."""
+    return {k: getattr(cfg, k) for k in ("num_perm", "zh_ngram", "zh_word_ngram", "en_ngram", "code_ngram",
+                                         "use_jieba", "seed")}
+
+
+class ShardWriter:
+    """Streams one prepare shard's dedup rows to disk: ``prefix.npy`` (uint64 (n, k) signatures),
+    ``prefix.keys.npy`` (uint64 (n, 2): the 16-byte exact keys) and ``prefix.pos.npy`` (int64 (n,):
+    each document's position in its source's read order).
+
+    Rows are appended to raw temporary files, so memory holds one batch, not the shard; ``close``
+    writes each ``.npy`` (header, then the raw rows copied in chunks) under a temporary name and
+    renames it. Until then nothing final exists; ``abort`` removes the temporaries.
+    """
+
+    _PARTS = (("", np.uint64), (".keys", np.uint64), (".pos", np.int64))
+
+    def __init__(self, prefix: str | os.PathLike, num_perm: int) -> None:
+        self.prefix = Path(prefix)
+        self.widths = (num_perm, 2, None)
+        self.n = 0
+        self._raw = [self._name(part, f".raw.tmp.{os.getpid()}") for part, _ in self._PARTS]
+        self._files = [open(p, "wb") for p in self._raw]
+
+    def _name(self, part: str, suffix: str) -> Path:
+        return self.prefix.with_name(f"{self.prefix.name}{part}.npy{suffix}")
+
+    def add(self, sigs: np.ndarray, keys: Sequence[bytes], pos: Sequence[int]) -> None:
+        k = np.frombuffer(b"".join(keys), dtype="<u8").reshape(-1, 2) if len(keys) else np.zeros((0, 2), "<u8")
+        arrays = (np.ascontiguousarray(sigs, dtype="<u8"), k, np.asarray(pos, dtype="<i8"))
+        if not len(arrays[0]) == len(k) == len(arrays[2]):
+            raise ValueError("ShardWriter.add: signatures, keys and positions differ in length")
+        for f, a in zip(self._files, arrays):
+            f.write(a.tobytes())
+        self.n += len(k)
+
+    def close(self) -> None:
+        for f in self._files:
+            f.close()
+        for (part, dtype), raw, width in zip(self._PARTS, self._raw, self.widths):
+            shape = (self.n,) if width is None else (self.n, width)
+            tmp = self._name(part, f".tmp.{os.getpid()}")
+            with open(tmp, "wb") as out, open(raw, "rb") as src:
+                np.lib.format.write_array_header_1_0(
+                    out, {"descr": np.dtype(dtype).newbyteorder("<").str, "fortran_order": False, "shape": shape})
+                shutil.copyfileobj(src, out, 1 << 22)
+            os.replace(tmp, self._name(part, ""))
+            os.unlink(raw)
+
+    def abort(self) -> None:
+        for f in self._files:
+            f.close()
+        for raw in self._raw:
+            Path(raw).unlink(missing_ok=True)
+
+
+def _load(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError:   # an empty shard: there is nothing to map
+        return np.load(path, allow_pickle=False)
+
+
+class ShardGroup:
+    """The prepare shards of one dedup group (a source, or every source for a global dedup) seen as
+    one table of rows in *global order*: sources in the order given, and within a source by read
+    position — whatever the number of shards and however records were dealt out to them.
+
+    ``sources`` is a list of shard-prefix lists, one per source. Signatures stay memory-mapped;
+    what is read into memory is positions and exact keys (24 bytes a row) and, for a band task,
+    the columns of its bands.
+    """
+
+    def __init__(self, sources: Sequence[Sequence[str | os.PathLike]]) -> None:
+        self.sigs: list[np.ndarray] = []
+        self.shard_source: list[int] = []
+        order_parts: list[np.ndarray] = []
+        self.source_rows: list[tuple[int, int]] = []   # [start, end) of each source in global rows
+        start = 0   # concatenated (shard-major) index of the next shard's first row
+        row = 0
+        for s, prefixes in enumerate(sources):
+            pos_parts = []
+            base = start
+            for prefix in prefixes:
+                prefix = Path(prefix)
+                sig = _load(prefix.with_name(prefix.name + ".npy"))
+                self.sigs.append(sig)
+                self.shard_source.append(s)
+                pos_parts.append(np.asarray(_load(prefix.with_name(prefix.name + ".pos.npy")), dtype=np.int64))
+                start += len(sig)
+            pos = np.concatenate(pos_parts) if pos_parts else np.zeros(0, np.int64)
+            order_parts.append(base + np.argsort(pos, kind="stable"))
+            self.source_rows.append((row, row + len(pos)))
+            row += len(pos)
+        self._prefixes = [Path(p) for prefixes in sources for p in prefixes]
+        self.order = np.concatenate(order_parts) if order_parts else np.zeros(0, np.int64)  # row → concat index
+        self.starts = np.cumsum([0] + [len(s) for s in self.sigs])                            # shard → concat start
+        self.n = int(self.starts[-1])
+
+    def exact_unique(self) -> np.ndarray:
+        """Global rows (ascending) that are the first with their exact key."""
+        keys = np.concatenate([np.asarray(_load(p.with_name(p.name + ".keys.npy"))) for p in self._prefixes]) \
+            if self._prefixes else np.zeros((0, 2), np.uint64)
+        keys = keys[self.order]
+        rows = np.arange(self.n, dtype=np.int64)
+        by_key = np.lexsort((rows, keys[:, 1], keys[:, 0]))   # by key, then row: the first copy leads
+        k = keys[by_key]
+        first = np.ones(self.n, dtype=bool)
+        first[1:] = (k[1:] != k[:-1]).any(axis=1)
+        return np.sort(by_key[first])
+
+    def gather(self, rows: np.ndarray, columns: slice = slice(None), chunk: int = 65536) -> np.ndarray:
+        """Signature columns of the given global rows, in that order (read from the memory maps in
+        chunks, so a temporary never exceeds ``chunk`` full rows)."""
+        concat = self.order[np.asarray(rows, dtype=np.int64)]
+        k = self.sigs[0].shape[1] if self.sigs else 0
+        out = np.empty((len(concat), len(range(*columns.indices(k)))), dtype=np.uint64)
+        for c in range(0, len(concat), chunk):
+            part = concat[c:c + chunk]
+            shard = np.searchsorted(self.starts, part, side="right") - 1
+            for s in np.unique(shard).tolist():
+                sel = np.flatnonzero(shard == s)
+                out[c + sel] = self.sigs[s][part[sel] - self.starts[s]][:, columns]
+        return out
+
+    def view(self, rows: np.ndarray) -> "_RowView":
+        return _RowView(self, rows)
+
+    def concat_index(self, rows: np.ndarray) -> np.ndarray:
+        """Where global rows sit in the shard-major concatenation (shard s: starts[s] …)."""
+        return self.order[np.asarray(rows, dtype=np.int64)]
+
+
+class _RowView:
+    """``view[i]`` = signatures of rows[i]: what :func:`verify_pairs` indexes, without loading all rows."""
+
+    def __init__(self, group: ShardGroup, rows: np.ndarray) -> None:
+        self.group, self.rows = group, rows
+
+    def __getitem__(self, idx: np.ndarray) -> np.ndarray:
+        return self.group.gather(self.rows[np.asarray(idx)])
+
+
+def group_band_pairs(group: ShardGroup, uniq: np.ndarray, band_range: tuple[int, int], cfg: DedupConfig) -> np.ndarray:
+    """One band task: candidate pairs (indices into ``uniq``) from bands [j0, j1), reading only their columns."""
+    if band_range[1] <= band_range[0] or len(uniq) == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    cols = band_columns(band_range, cfg)
+    return candidate_pairs(group.gather(uniq, cols), band_range, cfg, col_offset=cols.start)
+
+
+def group_representatives(group: ShardGroup, uniq: np.ndarray, pair_parts: Sequence[np.ndarray],
+                          cfg: DedupConfig) -> np.ndarray:
+    """The clustering step: rep[i] = the first (smallest) index into ``uniq`` of i's cluster."""
+    parts = [p for p in pair_parts if len(p)]
+    pairs = np.unique(np.concatenate(parts), axis=0) if parts else np.zeros((0, 2), np.int64)
+    if cfg.verify and len(pairs):
+        pairs = verify_pairs(group.view(uniq), pairs, min(1.0, cfg.threshold + cfg.verify_margin))
+    return cluster(len(uniq), pairs)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -271,3 +271,38 @@ def test_en_vectorised_split_matches_str_split():
         c = np.frombuffer(w.encode("utf-32-le"), dtype=np.uint32)
         ref.append(int(segment_hashes(c, np.array([0]), np.array([len(c)]))[0]))
     assert h.tolist() == ref
+
+
+def test_exact_key_fast_normalisation_equals_the_definition():
+    """exact_key skips NFKC when the text already is NFKC and joins split() words: the same key as
+    NFKC + re.sub(r"\\s+", " ") + strip() on every kind of whitespace and compatibility character."""
+    import hashlib
+    import re
+    import unicodedata
+
+    def reference(text: str, lang: str) -> bytes:
+        t = unicodedata.normalize("NFKC", text)
+        if lang == "code":
+            t = re.sub(r"[ \t\r\f\v]+$", "", t.replace("\r\n", "\n"), flags=re.M).strip("\n")
+        else:
+            t = re.sub(r"\s+", " ", t).strip()
+            if lang == "en":
+                t = t.lower()
+        return hashlib.blake2b(t.encode("utf-8"), digest_size=16).digest()
+
+    rng = random.Random(7)
+    atoms = ["a", "B", "中", "文", "ｆｕｌｌ", "①", "ﬁ", "é", "e\u0301", "Å", "\u3000", "\xa0", "\x85", "\x1c", "\x1f",
+             "\u2028", "\u200b", " ", "  ", "\t", "\n", "\r\n", "\x0b", "\x0c", "x = 1", "；", "！", "，", "ＡＢｃ",
+             "＝", "\u0338", "\u0301", "～", "｡", "ｶ", "\uff9e", "\ud800"]
+    for _ in range(3000):
+        text = "".join(rng.choice(atoms) for _ in range(rng.randint(0, 20)))
+        for lang in ("zh", "en", "code"):
+            try:
+                expected = reference(text, lang)
+            except UnicodeEncodeError:   # a lone surrogate cannot be hashed either way
+                with pytest.raises(UnicodeEncodeError):
+                    exact_key(text, lang)
+                continue
+            assert exact_key(text, lang) == expected, (text, lang)
+    # every fullwidth ASCII form decomposes to one ASCII character (what _nfkc relies on)
+    assert all(unicodedata.normalize("NFKD", chr(c)) == chr(c - 0xFEE0) for c in range(0xFF01, 0xFF5F))

@@ -12,7 +12,7 @@ import pytest
 from conftest import ROOT
 from corpus.config import ConfigError
 from corpus.indexed import validate
-from corpus.pipeline import load_pipeline_config, run_pipeline
+from corpus.pipeline import GLOBAL_GROUP, _split_units, load_pipeline_config, run_pipeline
 
 TINY = ROOT / "configs" / "tiny" / "sources.yaml"
 
@@ -29,6 +29,47 @@ def _config(tokenizer_path, out: Path, **overrides):
 def _outputs(out: Path) -> dict[str, bytes]:
     files = sorted(p for p in out.rglob("*") if p.is_file() and p.suffix in (".bin", ".idx", ".npy", ".jsonl"))
     return {str(p.relative_to(out)): p.read_bytes() for p in files}
+
+
+def _final(out: Path) -> dict[str, bytes]:
+    """The build's deliverables, which must not depend on shards or band tasks (the .json side files
+    name their own paths, and shards/, dedup/ hold the intermediate steps)."""
+    def deliverable(p: Path) -> bool:
+        if {"shards", "dedup", GLOBAL_GROUP} & set(p.relative_to(out).parts):
+            return False
+        return p.name in ("docs.jsonl", "rejected.jsonl") or p.suffix in (".bin", ".idx") or \
+            (p.name.startswith("blend.") and p.suffix == ".npy")
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file() and deliverable(p)}
+
+
+def _counts(report) -> dict[str, dict]:
+    drop = {"fingerprint", "shards", "docs", "audit"}
+    return {s["name"]: {k: v for k, v in s["prepare"].items() if k not in drop} for s in report["sources"]}
+
+
+_BASE = ("The river rises in the northern hills and flows south through a wide valley of farms and "
+         "small towns before it reaches the sea near the old harbour city, where ships once loaded grain "
+         "and timber for the long voyage across the ocean to distant markets in the west. In spring the "
+         "melting snow swells the current, and the lower fields are flooded for a few weeks, which leaves "
+         "a layer of fine silt that the farmers value for their wheat and barley. A stone bridge built "
+         "three centuries ago still carries the main road over the narrows, and a small museum beside it "
+         "tells the story of the ferrymen who worked the crossing before the bridge was finished.")
+_OTHER = ("A completely different page about mountains, glaciers and the weather that shapes the high "
+          "ridges of the range through the long winters and the short, bright summers of the north, where "
+          "the few villages of the upper valleys have kept their old stone houses and their narrow paths.")
+
+
+def _dups_source(folder: Path) -> Path:
+    """Duplicates spread over two files: the first copy of each is in a.jsonl, later ones in b.jsonl."""
+    folder.mkdir(parents=True)
+    a = [{"text": _BASE}, {"text": _OTHER}, {"text": _BASE}]
+    b = [{"text": _BASE.replace("old harbour", "old  harbour") + "\n"},     # exact after normalisation
+         {"text": _BASE.replace("distant markets", "faraway markets")},      # near duplicate
+         {"text": _OTHER.replace("narrow paths", "narrow lanes")},         # near duplicate of the other
+         {"text": _OTHER.upper()}]                                           # exact (en is case-folded)
+    (folder / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in a))
+    (folder / "b.jsonl").write_text("".join(json.dumps(r) + "\n" for r in b))
+    return folder
 
 
 def test_every_layout_goes_through(tokenizer_path, tmp_path):
@@ -150,7 +191,8 @@ def test_report_page_with_plots(tokenizer_path, tmp_path):
 
 @pytest.mark.slurm
 def test_raw_source_build_on_slurm_equals_a_local_run(slurm_cluster, tokenizer_path, tmp_path):
-    """hpc.submit corpus with a sources: config: one array task per source, then mix + report."""
+    """hpc.submit corpus with a sources: config, sharded: prepare shards → band tasks → a task per
+    source → mix + report, each step after the previous one; the result equals a one-process run."""
     import os
     import subprocess
     import sys
@@ -162,20 +204,23 @@ def test_raw_source_build_on_slurm_equals_a_local_run(slurm_cluster, tokenizer_p
     local = tmp_path / "local"
     run_pipeline(_config(tokenizer_path, local))
     spec = yaml.safe_load(TINY.read_text())
-    spec.update(tokenizer=str(tokenizer_path), output_dir=str(tmp_path / "slurm"), filters=str(ROOT / spec["filters"]))
+    spec.update(tokenizer=str(tokenizer_path), output_dir=str(tmp_path / "slurm"), filters=str(ROOT / spec["filters"]),
+                shards_per_source=2, shard_records=1, band_tasks=2)
     for source in spec["sources"]:
         source["paths"] = [str(ROOT / p) for p in source["paths"]]
     job = tmp_path / "sources job.yaml"
     job.write_text(yaml.safe_dump(spec, allow_unicode=True))
     logs = tmp_path / "logs"
     r = subprocess.run([sys.executable, "-m", "hpc.submit", "corpus", "--config", str(job), "--log-folder", str(logs),
-                        "--follow"], capture_output=True, text=True, timeout=240,
+                        "--follow"], capture_output=True, text=True, timeout=420,
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert r.returncode == 0, r.stderr + r.stdout
-    sources, mix = read_registry(logs)
-    assert (sources.step, sources.array, mix.step, mix.after) == ("sources", 8, "mix", sources.job_id)
+    prepare, bands, sources, mix = read_registry(logs)
+    assert [(s.step, s.array) for s in (prepare, bands, sources, mix)] == [
+        ("prepare", 16), ("bands", 16), ("sources", 8), ("mix", None)]
+    assert (bands.after, sources.after, mix.after) == (prepare.job_id, bands.job_id, sources.job_id)
     assert "report" in r.stdout
-    assert _outputs(tmp_path / "slurm") == _outputs(local)
+    assert _final(tmp_path / "slurm") == _final(local)
     assert (tmp_path / "slurm" / "report.md").is_file()
 
 
@@ -210,4 +255,173 @@ def test_kill_9_at_any_moment_then_rerun_gives_the_same_bytes(tokenizer_path, tm
         r = subprocess.run(cmd, env=env, capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
         assert _outputs(out) == expected, delay
+        assert not list(out.rglob("*.tmp.*"))
+
+
+def _sharded_config(tokenizer_path, tmp_path, out: Path, **overrides):
+    cfg = _config(tokenizer_path, out, **overrides)
+    dups = tmp_path / "dups"
+    if not dups.exists():
+        _dups_source(dups)
+    cfg.sources = [*cfg.sources, dataclasses.replace(cfg.sources[4], name="dups", paths=[str(dups)])]
+    return cfg
+
+
+@pytest.mark.parametrize("shards, records, band_tasks, per_source", [
+    (2, 1, 1, {}),            # dups: a file per shard; one-file sources dealt out record by record
+    (3, 1, 4, {}),            # every source with fewer files than shards: records dealt out
+    (1, 2, 20, {"github": 3, "dups": 2, "wudao": 2}),   # per-source shards; more band tasks than bands
+])
+def test_shards_and_band_tasks_do_not_change_a_byte(tokenizer_path, tmp_path, shards, records, band_tasks, per_source):
+    reference = run_pipeline(_sharded_config(tokenizer_path, tmp_path, tmp_path / "one"))
+    cfg = _sharded_config(tokenizer_path, tmp_path, tmp_path / "many", shards_per_source=shards,
+                          shard_records=records, band_tasks=band_tasks)
+    for spec in cfg.sources:
+        spec.shards = per_source.get(spec.name)
+    report = run_pipeline(cfg)
+    assert _counts(report) == _counts(reference)
+    dups = _counts(report)["dups"]
+    # Across shards the first copy still wins: 2 exact and 2 near duplicates of the 2 originals.
+    assert (dups["read"], dups["exact_duplicates"], dups["near_duplicates"], dups["kept"]) == (7, 3, 2, 2)
+    texts = [json.loads(line)["text"] for line in (tmp_path / "many" / "dups" / "docs.jsonl").open()]
+    assert texts == [_BASE, _OTHER]
+    assert _final(tmp_path / "many") == _final(tmp_path / "one")
+    expected = {s.name: s.shards or shards for s in cfg.sources}
+    for name, n in expected.items():
+        assert len(list((tmp_path / "many" / name / "shards").glob("*.docs.jsonl"))) == n, name
+    assert len(list((tmp_path / "many" / "dups" / "dedup" / "bands").glob("*.npy"))) == band_tasks
+
+
+def test_units_split_into_contiguous_ranges_of_about_equal_bytes():
+    import random
+
+    rng = random.Random(3)
+    for _ in range(200):
+        sizes = [rng.choice([0, 1, 10, 1000, 10**6]) for _ in range(rng.randint(1, 30))]
+        n = rng.randint(1, len(sizes))
+        ranges = _split_units(sizes, n)
+        assert len(ranges) == n and ranges[0][0] == 0 and ranges[-1][1] == len(sizes)
+        assert all(a < b for a, b in ranges) and all(ranges[i][1] == ranges[i + 1][0] for i in range(n - 1))
+    assert _split_units([100] * 8, 4) == [(0, 2), (2, 4), (4, 6), (6, 8)]
+    assert _split_units([700, 100, 100, 100], 2) == [(0, 1), (1, 4)]
+
+
+def test_global_dedup_keeps_the_earliest_source(tokenizer_path, tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir(), second.mkdir()
+    (first / "f.jsonl").write_text(json.dumps({"text": _BASE}) + "\n" + json.dumps({"text": _OTHER}) + "\n")
+    third = ("Bees visit the orchard every morning in early summer, moving from blossom to blossom along "
+             "the rows of apple and pear trees, while the keeper watches the hives at the edge of the field "
+             "and writes down how heavy each one has become since the last time that he opened them.")
+    (second / "s.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in
+                                            (_BASE, _OTHER.replace("narrow paths", "narrow lanes"), third)))
+    cfg = _config(tokenizer_path, tmp_path / "per-source")
+    cfg.sources = [dataclasses.replace(cfg.sources[4], name="first", paths=[str(first)]),
+                   dataclasses.replace(cfg.sources[4], name="second", paths=[str(second)])]
+    per_source = _counts(run_pipeline(cfg))
+    assert per_source["second"]["kept"] == 3
+    glob_cfg = dataclasses.replace(cfg, output_dir=str(tmp_path / "global"), dedup={**cfg.dedup, "scope": "global"})
+    counts = _counts(run_pipeline(glob_cfg))
+    assert counts["first"] == {**per_source["first"], "dedup_scope": "global"}
+    assert (counts["second"]["exact_duplicates"], counts["second"]["near_duplicates"], counts["second"]["kept"]) == (1, 1, 1)
+    kept = [json.loads(line)["text"] for line in (tmp_path / "global" / "second" / "docs.jsonl").open()]
+    assert kept == [third]
+    # The same with sharded sources and band tasks, and in the other source order the other source wins.
+    sharded = dataclasses.replace(glob_cfg, output_dir=str(tmp_path / "global-sharded"), shards_per_source=2,
+                                  shard_records=1, band_tasks=3)
+    assert _counts(run_pipeline(sharded)) == counts
+    assert _final(tmp_path / "global-sharded") == _final(tmp_path / "global")
+    swapped = dataclasses.replace(glob_cfg, output_dir=str(tmp_path / "swapped"), sources=glob_cfg.sources[::-1])
+    counts = _counts(run_pipeline(swapped))
+    assert (counts["second"]["kept"], counts["first"]["kept"]) == (3, 0)
+
+
+def test_sharded_rerun_redoes_only_what_is_missing(tokenizer_path, tmp_path):
+    out = tmp_path / "out"
+    cfg = _sharded_config(tokenizer_path, tmp_path, out, shards_per_source=2, shard_records=1, band_tasks=3)
+    run_pipeline(cfg)
+    reference = _final(out)
+    markers = {p: p.stat().st_mtime_ns for p in out.rglob("shards/*.json")}
+    # A killed run's leftovers: a half-written shard (so its source was never deduplicated), a lost band
+    # file, a lost source marker.
+    (out / "dups" / "prepare.json").unlink()
+    (out / "dups" / "shards" / "00001-of-00002.npy.raw.tmp.4242").write_bytes(b"\x00" * 100)
+    (out / "dups" / "shards" / "00001-of-00002.docs.jsonl.tmp.4242").write_text('{"id": "ha')
+    (out / "dups" / "shards" / "00001-of-00002.json").unlink()
+    (out / "wudao" / "dedup" / "bands" / "001-of-003.npy").unlink()
+    (out / "english" / "prepare.json").unlink()
+    run_pipeline(cfg)
+    assert _final(out) == reference
+    assert not list(out.rglob("*.tmp.*"))
+    redone = {p for p, t in markers.items() if p.stat().st_mtime_ns != t}
+    assert redone == {out / "dups" / "shards" / "00001-of-00002.json"}
+    # Fewer band tasks: the shards stay, the result does not change.
+    run_pipeline(dataclasses.replace(cfg, band_tasks=1))
+    assert _final(out) == reference
+    assert all(p.stat().st_mtime_ns == t for p, t in markers.items() if p not in redone)
+
+
+def test_progress_bars_with_rates(tokenizer_path, tmp_path, capsys):
+    run_pipeline(_config(tokenizer_path, tmp_path / "out", progress=True))
+    err = capsys.readouterr().err
+    assert "prepare baike 1/1" in err and "docs/s" in err
+    run_pipeline(_config(tokenizer_path, tmp_path / "quiet"))   # None: only on a terminal
+    assert "prepare" not in capsys.readouterr().err
+
+
+def test_bad_scale_out_settings_are_named(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    head = "output_dir: o\ntokenizer: t\n"
+    one = "sources:\n  - {name: a, layout: wiki, lang: zh, paths: [x]}\n"
+    for text, message in [
+        (head + "shards_per_source: 0\n" + one, "shards_per_source"),
+        (head + "band_tasks: -1\n" + one, "band_tasks"),
+        (head + "dedup: {scope: world}\n" + one, "scope"),
+        (head + "sources:\n  - {name: a, layout: wiki, lang: zh, paths: [x], shards: 0}\n", "shards"),
+        (head + f"sources:\n  - {{name: {GLOBAL_GROUP}, layout: wiki, lang: zh, paths: [x]}}\n", "reserved"),
+    ]:
+        bad.write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            load_pipeline_config(bad)
+
+
+def test_shipped_production_config_loads():
+    cfg = load_pipeline_config(ROOT / "configs" / "corpus" / "cama_sources.yaml")
+    assert cfg.dedup["scope"] == "global" and cfg.band_tasks > 1
+    assert {s.name: s.shards or cfg.shards_per_source for s in cfg.sources}["wudao"] == 64
+
+
+@pytest.mark.slow
+def test_kill_9_of_a_sharded_run_then_rerun_gives_the_same_bytes(tokenizer_path, tmp_path):
+    """The same with prepare shards and band tasks: the rerun equals an unsharded run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    reference = tmp_path / "reference"
+    run_pipeline(_config(tokenizer_path, reference))
+    expected = _final(reference)
+    spec = yaml.safe_load(TINY.read_text())
+    spec.update(tokenizer=str(tokenizer_path), filters=str(ROOT / spec["filters"]), shards_per_source=3,
+                shard_records=1, band_tasks=4)
+    for source in spec["sources"]:
+        source["paths"] = [str(ROOT / p) for p in source["paths"]]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for delay in (1.0, 1.4):
+        out = tmp_path / f"killed-{delay}"
+        spec["output_dir"] = str(out)
+        job = tmp_path / f"job-{delay}.yaml"
+        job.write_text(yaml.safe_dump(spec, allow_unicode=True))
+        cmd = [sys.executable, "-m", "corpus", "build", "--config", str(job)]
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        assert _final(out) == expected, delay
         assert not list(out.rglob("*.tmp.*"))

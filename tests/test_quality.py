@@ -250,3 +250,55 @@ def test_bad_harmful_pattern_names_file_and_line(tmp_path: Path) -> None:
     words.write_text("ok\n(unclosed\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"bad\.txt:2"):
         harmful_density("x", "en", str(words))
+
+
+# --- the fast paths give exactly what their regex definitions give --------------------------------------
+
+def _random_texts(seed: int, n: int = 400) -> list[str]:
+    """Short texts that hit the edge cases: bullets, ellipses in runs, \\r, tabs, spam words glued
+    to letters or punctuation, overlapping prefixes (xxxx), numbers and underscores."""
+    import random
+
+    rng = random.Random(seed)
+    atoms = ["casino", "casinos", "online gambling", "poker", "xxx", "xxxx", "porn", "pornhub", "sex cams",
+             "hot singles", "hot milf", "free spins", "sports betting", "sport", "click here", "buy now", "buy",
+             "nude photos", "adult content", "cheap rolexes", "viagra", "the", "a", "word", "Casino", "POKER",
+             "_poker", "2xxx", "é", "naïve", "½", "…", "……", "...", "....", "#", "•", "-", "–", "*", ">", "·",
+             " ", " ", " ", "\t", "\n", "\n", "\r\n", "\n\n", ",", ".", "(", ")", "'", "\"", "-casino", "casino-",
+             "赌场", "百家乐", "下注", "日赚100", "加QQ"]
+    return ["".join(rng.choice(atoms) for _ in range(rng.randint(0, 40))) for _ in range(n)]
+
+
+def test_line_and_symbol_counts_equal_their_regexes() -> None:
+    from corpus import quality as q
+
+    for text in _random_texts(1, 2000):
+        assert q._count_bullet_lines(text) == len(q._BULLET_LINE.findall(text)), repr(text)
+        assert q._count_ellipsis_lines(text) == len(q._ELLIPSIS_END.findall(text)), repr(text)
+        t = text
+        assert t.count("...") + t.count("…") - t.count("……") == len(q._ELLIPSIS.findall(t)), repr(text)
+        for w in text.split():   # the alpha-word shortcut never says "letter" where the regex would not
+            assert not w.strip(q._PUNCT).isalpha() or q._HAS_ALPHA.search(w), w
+
+
+def test_harmful_scan_at_literal_prefixes_equals_a_full_regex_scan(tmp_path: Path) -> None:
+    """The en lexicon is matched only where a pattern's literal prefix occurs; the result must be
+    the finditer count, for the shipped list and for patterns that start with a class or group
+    (those groups fall back to the regex scan)."""
+    from corpus import quality as q
+
+    odd = tmp_path / "odd.txt"
+    odd.write_text("\\bx+ @2\nxx\\d @2\n[ch]asino\n(?:poker|sex) cams?\nhot \\w+ @3\nporn\\w*\n", encoding="utf-8")
+    for path in (None, str(odd)):
+        lex = q._lexicon("en", path)
+        for text in _random_texts(2, 1500):
+            scan = text.lower()
+            for (weight, pattern), prefixes in zip(lex.groups, lex.prefixes):
+                slow = [m.span() for m in pattern.finditer(scan)]
+                fast = [m.span() for m in (pattern.finditer(scan) if prefixes is None
+                                           else q._matches_at_prefixes(pattern, scan, prefixes))]
+                assert fast == slow, (text, pattern.pattern)
+    lex = q._lexicon("en", str(odd))
+    # weights 1 ("[ch]asino", a group) and 2 ("x+", a repeat) have no literal start; 3 has "hot "
+    assert lex.prefixes == (None, None, ("hot ",))
+    assert q._lexicon("en", None).prefixes[0] is not None            # the shipped list takes the fast path
