@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 DEMO_DIR ?= build/demo
 PYTEST_ARGS ?=
 
-.PHONY: demo test install install-corpus install-train install-dev sysdeps clean cluster-up cluster-down cluster-status
+.PHONY: demo test install install-corpus install-train install-dev sysdeps test-sysdeps clean cluster-up cluster-down cluster-status
 
 ## The main job on the embedded default: sample tokenizer, sample corpus → .bin/.idx, its report;
 ## then the raw-source samples through read → clean → filter → dedup → pack → mix, and its report page.
@@ -23,7 +23,7 @@ demo: $(VENV)/.corpus
 	$(PY) -m corpus report build/tiny-sources
 
 ## Everything the tests need (system packages included), then the whole suite.
-test: sysdeps $(VENV)/.dev
+test: sysdeps test-sysdeps $(VENV)/.dev $(VENV)/.dsops
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 install: install-corpus
@@ -35,6 +35,11 @@ install-train: $(VENV)/.train
 sysdeps:
 	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { \
 		export DEBIAN_FRONTEND=noninteractive; apt-get update -q && apt-get install -y -q python3-venv; }
+
+# The web page's test drives Debian's Chromium headless (the Slurm packages come with the dev cluster).
+test-sysdeps:
+	@command -v chromium >/dev/null || { export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -q && apt-get install -y -q --no-install-recommends chromium; }
 
 $(VENV)/.created: | sysdeps
 	$(PYTHON) -m venv $(VENV)
@@ -50,12 +55,21 @@ $(VENV)/.torch: $(VENV)/.created
 	@touch $@
 
 $(VENV)/.train: $(VENV)/.torch $(VENV)/.corpus pyproject.toml
+	$(PIP) install -q --no-build-isolation 'deepspeed>=0.17,<0.20'
 	$(PIP) install -q -e '.[corpus,train,hpc]'
 	@touch $@
 
 # Tests read our .bin/.idx with megatron-core, which needs torch: TORCH_SPEC goes in first.
+# DeepSpeed is installed without build isolation, so that its build sees this torch, not a new one.
 $(VENV)/.dev: $(VENV)/.torch $(VENV)/.corpus pyproject.toml
-	$(PIP) install -q -e '.[corpus,hpc,dev]'
+	$(PIP) install -q --no-build-isolation 'deepspeed>=0.17,<0.20'
+	$(PIP) install -q -e '.[corpus,train,hpc,dev]'
+	@touch $@
+
+# DeepSpeed compiles its CPU shared-memory collective op on first use (30-90 s, once per machine,
+# cached in ~/.cache/torch_extensions): build it here rather than inside the first training test.
+$(VENV)/.dsops: $(VENV)/.dev
+	$(PY) -c 'from deepspeed.ops.op_builder.cpu.comm import ShareMemCommBuilder as B; B().load()'
 	@touch $@
 
 ## The local dev Slurm cluster (3 nodes × 8 stand-in V100s); the tests start and stop it themselves.
