@@ -66,6 +66,9 @@ KINDS: dict[str, JobKind] = {k.name: k for k in (
     JobKind("recover", "restore weights from a published diff on one GPU (recover apply)",
             entry="recover.apply:main", config="recover.apply:ApplyConfig", gpus=True, nodes=1,
             gpus_per_node=1, time="4:00:00", arrives_with="the recovery issue"),
+    JobKind("pipeline", "the main job end to end: tokenizer, corpus, pretrain, LoRA, diff + restore, generate, "
+            "report; each stage a dependent job (hpc.chain)",
+            entry="hpc.chain:run_local", config="hpc.chain:ChainConfig", gpus=False, time="4:00:00"),
     JobKind("probe", "smoke test: report where the job ran (fail: true makes it raise)",
             entry="hpc.jobs:probe", config="hpc.jobs:ProbeConfig", gpus=False, time="0:10:00",
             hidden=True),
@@ -118,6 +121,10 @@ def load_job_config(kind: JobKind, path: str | os.PathLike) -> Any:
         raise ConfigError(f"job config file not found: {path}")
     if kind.config is None or not entry_installed(kind):
         return load_yaml(path)
+    if kind.name == "pipeline":
+        from hpc.chain import load_chain_config
+
+        return load_chain_config(path)
     if kind.name == "corpus" and "sources" in load_yaml(path):
         # A raw-source build (corpus.pipeline): one array task per source, then the mix.
         from corpus.pipeline import load_pipeline_config

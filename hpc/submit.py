@@ -208,7 +208,9 @@ def plan(kind_name: str, config_path: str | os.PathLike, profile: Profile | str 
     # One folder per submission, so a corpus array and its merge job keep their logs together.
     folder = log_folder / f"{_time.strftime('%Y%m%d-%H%M%S')}-{kind.name}-{secrets.token_hex(3)}"
 
-    if kind.sharded and hasattr(cfg, "sources"):
+    if kind.name == "pipeline":
+        steps = _chain_steps(cfg, request, name, prof, part_name, part, minutes)
+    elif kind.sharded and hasattr(cfg, "sources"):
         cfg, steps = _pipeline_steps(cfg, config_path, request, name, kind, part_name, part, minutes)
     elif kind.sharded:
         cfg, steps = _corpus_steps(cfg, config_path, request, name, kind, part_name, part, minutes)
@@ -306,6 +308,47 @@ def _pipeline_steps(cfg: Any, config_path: str, request: Request, name: str, kin
     add("sources", name, jobs.pipeline_source, tuple((cfg, i) for i in range(len(cfg.sources))), res)
     add("mix", f"{name}-mix", jobs.pipeline_finish, ((cfg,),), res)
     return cfg, tuple(steps)
+
+
+def _chain_steps(cfg: Any, request: Request, name: str, prof: Profile, part_name: str, part: Partition,
+                 minutes: int) -> tuple[Step, ...]:
+    """The main job (hpc.chain) as dependent jobs: tokenizer → corpus (array + merge when the chain
+    asks for shards) → pretrain (every node and GPU it asks for) → LoRA → recover → generate → report.
+    Each waits for the one before (afterok); a stage already done is skipped inside its job."""
+    from hpc import chain
+
+    if request.nodes or request.gpus_per_node or request.shards:
+        raise ConfigError("--nodes/--gpus-per-node/--shards: the pipeline's stages have their own shapes; "
+                          "set them in the pipeline YAML under `slurm:` (e.g. slurm: {pretrain: {nodes: 2}})")
+    kind = jobs.KINDS["pipeline"]
+    one_cpu = cpu_resources(kind, request, 1, part_name, part, minutes)
+    corpus_cfg = chain.stage_config(cfg, "corpus")
+    corpus_cpu = cpu_resources(kind, request, corpus_cfg.workers, part_name, part, minutes)
+    steps: list[Step] = []
+
+    def add(stage: str, fn: Callable[..., Any], calls: tuple[tuple, ...], res: Resources) -> None:
+        steps.append(Step(stage, f"{name}-{stage}", fn, calls, res, after=len(steps) - 1 if steps else None))
+
+    def shaped(stage: str, job_kind: str) -> Resources:
+        shape = cfg.slurm.get(stage, {})
+        gpu_kind = jobs.KINDS[job_kind]
+        gpu_part_name = request.partition or prof.default_partition
+        gpu_part = prof.partition(gpu_part_name)
+        t = resolve_time(shape.get("time") or request.time, gpu_kind, gpu_part_name, gpu_part)
+        return gpu_resources(gpu_kind, Request(nodes=shape.get("nodes"), gpus_per_node=shape.get("gpus_per_node")),
+                             gpu_part_name, gpu_part, t)
+
+    add("tokenizer", chain.run_stage, (("tokenizer", cfg),), one_cpu)
+    shards = chain.corpus_shards(cfg)
+    if shards > 1:
+        add("corpus-shards", chain.corpus_shard, tuple((cfg, k, shards) for k in range(shards)), corpus_cpu)
+    add("corpus", chain.run_stage, (("corpus", cfg),), corpus_cpu)
+    add("pretrain", chain.run_stage, (("pretrain", cfg),), shaped("pretrain", "pretrain"))
+    add("lora", chain.run_stage, (("lora", cfg),), shaped("lora", "lora"))
+    add("recover", chain.run_stage, (("recover", cfg),), shaped("recover", "recover"))
+    add("generate", chain.run_stage, (("generate", cfg),), shaped("generate", "recover"))
+    add("report", chain.run_stage, (("report", cfg),), one_cpu)
+    return tuple(steps)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -492,7 +535,7 @@ def run_local(p: Plan) -> Submission:
     for step in p.steps:
         step_results = []
         for i, args in enumerate(step.calls):
-            if step.fn is jobs.run:
+            if step.fn is jobs.run or step.fn.__name__ == "run_stage":
                 args = (*args, False)  # distributed=False: there is no Slurm step to derive it from
             try:
                 step_results.append(step.fn(*args))
