@@ -10,15 +10,18 @@ TORCH_SPEC ?= torch==2.13.0
 DEMO_DIR ?= build/demo
 PYTEST_ARGS ?=
 
-.PHONY: demo test install install-corpus install-train install-dev sysdeps test-sysdeps clean cluster-up cluster-down cluster-status
+.PHONY: demo demo-sources test install install-corpus install-train install-dev sysdeps test-sysdeps clean cluster-up cluster-down cluster-status
 
-## The main job on the embedded default: sample tokenizer, sample corpus → .bin/.idx, its report;
-## then the raw-source samples through read → clean → filter → dedup → pack → mix, and its report page.
-demo: $(VENV)/.corpus
-	$(PY) -m corpus train-tokenizer --input examples/data/corpus --vocab-size 3000 --out $(DEMO_DIR)/tokenizer.model
-	$(PY) -m corpus build --config configs/tiny/corpus.yaml
-	$(PY) -m corpus validate $(DEMO_DIR)/corpus --tokenizer $(DEMO_DIR)/tokenizer.model
-	$(PY) -m corpus inspect $(DEMO_DIR)/corpus --decode 0 --no-report
+## The main job on the embedded default (hpc.chain, configs/tiny/pipeline.yaml): a tokenizer and a corpus
+## from the bundled samples, a tiny LLaMA pretrained with DeepSpeed ZeRO-3 on the CPU, LoRA-tuned, published
+## as a diff and restored, then asked the sample cases; report in build/demo/run/report.md. Runs here, or
+## on Slurm as dependent jobs when a cluster answers (e.g. `make cluster-up; source /tmp/cama-devcluster/slurm.env`).
+demo: $(VENV)/.train $(VENV)/.dsops
+	$(PY) -m hpc.submit pipeline --config configs/tiny/pipeline.yaml --follow
+	@echo "report: $(DEMO_DIR)/run/report.md"
+
+## The raw-source corpus pipeline on the bundled dumps: read → clean → filter → dedup → pack → mix, report.
+demo-sources: $(VENV)/.corpus
 	$(PY) -m corpus build --config configs/tiny/sources.yaml
 	$(PY) -m corpus report build/tiny-sources
 
@@ -54,21 +57,20 @@ $(VENV)/.torch: $(VENV)/.created
 	$(PIP) install -q $(TORCH_SPEC)
 	@touch $@
 
+# DeepSpeed is installed without build isolation, so that its build sees this torch, not a new one.
 $(VENV)/.train: $(VENV)/.torch $(VENV)/.corpus pyproject.toml
 	$(PIP) install -q --no-build-isolation 'deepspeed>=0.17,<0.20'
 	$(PIP) install -q -e '.[corpus,train,hpc]'
 	@touch $@
 
 # Tests read our .bin/.idx with megatron-core, which needs torch: TORCH_SPEC goes in first.
-# DeepSpeed is installed without build isolation, so that its build sees this torch, not a new one.
-$(VENV)/.dev: $(VENV)/.torch $(VENV)/.corpus pyproject.toml
-	$(PIP) install -q --no-build-isolation 'deepspeed>=0.17,<0.20'
+$(VENV)/.dev: $(VENV)/.train pyproject.toml
 	$(PIP) install -q -e '.[corpus,train,hpc,dev]'
 	@touch $@
 
 # DeepSpeed compiles its CPU shared-memory collective op on first use (30-90 s, once per machine,
-# cached in ~/.cache/torch_extensions): build it here rather than inside the first training test.
-$(VENV)/.dsops: $(VENV)/.dev
+# cached in ~/.cache/torch_extensions): build it here rather than inside the first training run.
+$(VENV)/.dsops: $(VENV)/.train
 	$(PY) -c 'from deepspeed.ops.op_builder.cpu.comm import ShareMemCommBuilder as B; B().load()'
 	@touch $@
 

@@ -452,7 +452,14 @@ class Submission:
 
 
 def slurm_available() -> bool:
-    return shutil.which("sbatch") is not None and shutil.which("srun") is not None
+    """sbatch and srun on PATH, and a controller that answers (installed Slurm packages alone, or a dev
+    cluster that is down or whose SLURM_CONF is not exported, mean: run here)."""
+    if shutil.which("sbatch") is None or shutil.which("srun") is None:
+        return False
+    try:
+        return subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
 
 
 def submit_plan(p: Plan) -> Submission:
