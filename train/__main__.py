@@ -1,8 +1,5 @@
-"""`python -m train`: no commands yet (see the package docstring)."""
-
-import sys
+"""`python -m train`: the training commands (each is its own module)."""
 
 import train
 
-print(f"python -m train: no commands yet.\n\n{train.__doc__.strip()}", file=sys.stderr)
-raise SystemExit(2)
+print(train.__doc__.strip())
