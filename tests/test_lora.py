@@ -97,3 +97,6 @@ def test_bad_instruction_data_and_templates_fail_before_training(tmp_path, base)
 
     run = one_process(lora_config(tmp_path, base, tmp_path / "c", lora_target_modules=["qkv_proj"], deepspeed=None))
     assert run.returncode == 2 and "qkv_proj" in run.stderr, run.stderr[-2000:]
+
+    run = one_process(lora_config(tmp_path, base, tmp_path / "d", load_in_8bit=True))
+    assert run.returncode == 2 and "8-/4-bit loading needs a GPU and no DeepSpeed" in run.stderr, run.stderr[-2000:]

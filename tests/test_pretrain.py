@@ -175,3 +175,21 @@ def test_preempted_on_slurm_through_hpc_submit_requeues_and_ends_with_the_same_w
     history = slurm("sacct", "-n", "-X", "-P", "--duplicates", "-j", job_id, "-o", "State,NNodes")
     assert history.split() == ["REQUEUED|2", "COMPLETED|2"], history
     assert_same_weights(reference / "final", run / "final")
+
+
+def test_continue_pretraining_from_a_hugging_face_checkpoint(tmp_path, corpus, reference):
+    """`model:` instead of `model_config:` — CaMA's case (LLaMA-13B); here the reference run's export,
+    one process without DeepSpeed; the tokenizer defaults to the checkpoint's own."""
+    import yaml
+
+    cfg = pretrain_config(tmp_path, corpus, reference / "final", tmp_path / "run", model_config=None,
+                          model=str(reference / "final"), deepspeed=None, max_steps=2, save_steps=2)
+    values = yaml.safe_load(cfg.read_text())
+    del values["model_config"], values["tokenizer"]
+    cfg.write_text(yaml.safe_dump(values))
+    run = single_process(cfg)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "completed at step 2" in run.stdout
+    first = [r for r in log_records(tmp_path / "run") if "loss" in r][0]
+    start = [r for r in log_records(reference) if "loss" in r]
+    assert first["loss"] < start[0]["loss"], "continued from the trained weights, not from scratch"
