@@ -301,7 +301,8 @@ def stage_recover(cfg: ChainConfig) -> dict[str, Any]:
 
 
 def stage_generate(cfg: ChainConfig) -> dict[str, Any]:
-    from train.generate import Generator, load_model, read_cases, run_cases, write_jsonl_atomic
+    from train.files import write_jsonl_atomic
+    from train.generate import Generator, load_model, read_cases, run_cases
 
     opts = stage_config(cfg, "generate")
     model, tokenizer = load_model(cfg.run / "restored")

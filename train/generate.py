@@ -40,6 +40,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Union
 
+from train.files import write_jsonl_atomic
+
 log = logging.getLogger(__name__)
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -464,22 +466,6 @@ def read_cases(path: PathLike) -> tuple[list[Case], list[str]]:
         detail = f"; {len(bad)} bad line(s), the first: {bad[0]}" if bad else " (the file is empty)"
         raise GenerateError(f"{path}: no valid case{detail}")
     return cases, bad
-
-
-def write_jsonl_atomic(records: Sequence[Mapping[str, Any]], out: PathLike) -> None:
-    """JSON lines written to a temporary name next to ``out`` and renamed when complete."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.{os.getpid()}")
-    try:
-        with tmp.open("w", encoding="utf-8") as f:
-            for record in records:
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def run_cases(generator: Generator, cases: Sequence[Case], decoding: Decoding, batch_size: int = 8,

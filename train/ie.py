@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
+from train.files import write_jsonl_atomic
 from train.prompts import Skipped
 
 __all__ = [
@@ -676,20 +677,6 @@ def build(
     return records, skipped, schema
 
 
-def write_jsonl(records: Iterable[Mapping[str, Any]], out: PathLike) -> None:
-    """JSON lines, UTF-8 unescaped, written to a temporary name and renamed when complete."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.name}.tmp.{os.getpid()}")
-    try:
-        with tmp.open("w", encoding="utf-8") as f:
-            for record in records:
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.ie",
                                      description="Turn NER / relation / event data into instruction records.")
@@ -706,7 +693,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except IEError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    write_jsonl(records, args.out)
+    write_jsonl_atomic(records, args.out)
     print(f"{len(records)} {args.task} records written to {args.out}", file=sys.stderr)
     if skipped:
         reasons = ", ".join(f"{k}: {v}" for k, v in skipped.most_common())
