@@ -216,7 +216,16 @@ def run_stage(stage: str, cfg: ChainConfig, distributed: bool = True) -> Any:
     if stage in GPU_STAGES:
         from hpc.jobs import run
 
-        result = run(GPU_STAGES[stage], stage_config(cfg, stage), distributed=distributed)
+        if distributed:
+            result = run(GPU_STAGES[stage], stage_config(cfg, stage), distributed=True)
+        else:
+            # Here, one stage after another: each training run gets a fresh process, so that nothing of
+            # one (the process group, accelerate's and DeepSpeed's process-wide state, memory) leaks
+            # into the next.
+            import multiprocessing
+
+            with multiprocessing.get_context("spawn").Pool(1) as pool:
+                result = pool.apply(run, (GPU_STAGES[stage], stage_config(cfg, stage), False))
         if result.get("status") != "completed":
             # Stopped by the signal outside Slurm (nothing requeues it here): not done, rerun resumes.
             raise RuntimeError(f"{stage} stopped at step {result.get('step')} ({result.get('status')}); "
