@@ -1,8 +1,5 @@
-"""`python -m recover`: no commands yet (see the package docstring)."""
+"""``python -m recover``: see :mod:`recover.cli`."""
 
-import sys
+from recover.cli import main
 
-import recover
-
-print(f"python -m recover: no commands yet.\n\n{recover.__doc__.strip()}", file=sys.stderr)
-raise SystemExit(2)
+raise SystemExit(main())

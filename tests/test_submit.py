@@ -243,7 +243,7 @@ def test_every_kind_has_a_resolvable_shape():
         assert ":" in kind.entry and (kind.config is None or ":" in kind.config)
         if not kind.gpus:
             assert kind.nodes == 1
-    assert set(jobs.public_kinds()) == {"corpus", "pretrain", "lora", "recover"}
+    assert set(jobs.public_kinds()) == {"corpus", "pretrain", "lora", "recover", "pipeline"}
 
 
 # ---------------------------------------------------------------------------------------------
