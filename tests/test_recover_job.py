@@ -48,3 +48,44 @@ def test_hpc_submit_runs_apply_here_without_slurm(tmp_path, tokenizer_path, monk
     (result,) = sub.wait()[0]
     assert result["command"] == "apply" and result["checked"]["tuned_sha256"]
     assert_bitwise_equal(read_all(tmp_path / "out"), read_all(tmp_path / "tuned"))
+
+
+@pytest.mark.slurm
+def test_recover_runs_on_the_cluster_by_script_and_by_hpc_submit(slurm_cluster, tmp_path, tokenizer_path):
+    """slurm/recover_gpu.sh with the real entry point (no CAMA_ENTRY), and hpc.submit's recover kind with
+    a LoRA merge after the apply: both on a dev-cluster node, on its CPU."""
+    from test_slurm_scripts import sbatch, sbatch_env
+
+    raw = tiny_model(0, torch.float16)
+    save(raw, tmp_path / "raw", tokenizer_path)
+    save(tuned_from(raw), tmp_path / "tuned", tokenizer_path)
+    make_diff(MakeDiffConfig(raw=str(tmp_path / "raw"), tuned=str(tmp_path / "tuned"), out=str(tmp_path / "diff"),
+                             progress=False))
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump({"raw": str(tmp_path / "raw"), "diff": str(tmp_path / "diff"),
+                                   "out": str(tmp_path / "by-script"), "progress": False}))
+    (tmp_path / "logs").mkdir()
+    r = sbatch("--wait", "--gpus-per-node=1", "--cpus-per-task=1", "--time=5", f"--chdir={tmp_path}",
+               str(ROOT / "slurm" / "recover_gpu.sh"), str(job), env=sbatch_env(), timeout=300)
+    logs = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.out"))
+    assert r.returncode == 0, r.stderr + logs
+    assert_bitwise_equal(read_all(tmp_path / "by-script"), read_all(tmp_path / "tuned"))
+
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaForCausalLM
+
+    base = LlamaForCausalLM.from_pretrained(tmp_path / "tuned", dtype=torch.float32)
+    torch.manual_seed(3)
+    adapter = get_peft_model(base, LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"]))
+    for name, p in adapter.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.02)
+    adapter.save_pretrained(tmp_path / "adapter")
+    job.write_text(yaml.safe_dump({"raw": str(tmp_path / "raw"), "diff": str(tmp_path / "diff"),
+                                   "out": str(tmp_path / "by-submit"), "merge_lora": str(tmp_path / "adapter"),
+                                   "merge_out": str(tmp_path / "merged"), "device": "cpu", "progress": False}))
+    sub = hs.submit("recover", job, "dev", log_folder=str(tmp_path / "submitit"))
+    (result,) = sub.wait()[0]
+    assert_bitwise_equal(read_all(tmp_path / "by-submit"), read_all(tmp_path / "tuned"))
+    assert (tmp_path / "merged" / "config.json").exists()
+    assert "merge" in str(result)
