@@ -17,7 +17,8 @@ PYTEST_ARGS ?=
 ## as a diff and restored, then asked the sample cases; report in build/demo/run/report.md. Runs here, or
 ## on Slurm as dependent jobs when a cluster answers (e.g. `make cluster-up; source /tmp/cama-devcluster/slurm.env`).
 demo: $(VENV)/.train $(VENV)/.dsops
-	$(PY) -m hpc.submit pipeline --config configs/tiny/pipeline.yaml --follow
+	@if sinfo >/dev/null 2>&1; then where=--follow; else where=--local; fi; \
+		$(PY) -m hpc.submit pipeline --config configs/tiny/pipeline.yaml $$where
 	@echo "report: $(DEMO_DIR)/run/report.md"
 
 ## The raw-source corpus pipeline on the bundled dumps: read → clean → filter → dedup → pack → mix, report.

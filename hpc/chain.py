@@ -165,15 +165,22 @@ def tokenizer_path(cfg: ChainConfig) -> Path:
 # Stage markers
 
 
-def fingerprint(cfg: ChainConfig, stage: str) -> str:
-    def plain(x: Any) -> Any:
-        if dataclasses.is_dataclass(x):
-            return dataclasses.asdict(x)
-        return x
+# Settings that change how a stage reports, not what it produces: no reason to redo the stage.
+_COSMETIC = ("progress", "logging_steps", "report_to", "dataloader_workers")
 
-    data = {"stage": stage, "config": plain(stage_config(cfg, stage)), "tokenizer": plain(cfg.tokenizer)}
-    if stage == "corpus":
-        data["config"].pop("progress", None)
+
+def fingerprint(cfg: ChainConfig, stage: str) -> str:
+    """What a stage's output depends on: its own settings and, through the previous stage's
+    fingerprint, everything upstream (a new corpus makes pretraining, and all after it, stale)."""
+    def plain(x: Any) -> Any:
+        return dataclasses.asdict(x) if dataclasses.is_dataclass(x) else x
+
+    own = plain(stage_config(cfg, stage))
+    if isinstance(own, dict):
+        own = {k: v for k, v in own.items() if k not in _COSMETIC}
+    i = STAGES.index(stage)
+    data = {"stage": stage, "config": own, "tokenizer": plain(cfg.tokenizer),
+            "upstream": fingerprint(cfg, STAGES[i - 1]) if i else None}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -189,8 +196,8 @@ def done(cfg: ChainConfig, stage: str) -> dict[str, Any] | None:
     return marker if marker.get("fingerprint") == fingerprint(cfg, stage) else None
 
 
-def mark_done(cfg: ChainConfig, stage: str, result: Any, seconds: float) -> dict[str, Any]:
-    marker = {"stage": stage, "fingerprint": fingerprint(cfg, stage), "seconds": round(seconds, 2),
+def mark_done(cfg: ChainConfig, stage: str, result: Any, seconds: float, fp: str | None = None) -> dict[str, Any]:
+    marker = {"stage": stage, "fingerprint": fp or fingerprint(cfg, stage), "seconds": round(seconds, 2),
               "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "job_id": os.environ.get("SLURM_JOB_ID"),
               "result": result}
     path = marker_path(cfg, stage)
@@ -211,8 +218,10 @@ def run_stage(stage: str, cfg: ChainConfig, distributed: bool = True) -> Any:
     if previous is not None:
         print(f"[chain] {stage}: already done ({marker_path(cfg, stage)}), skipped", flush=True)
         return {"stage": stage, "skipped": True, "result": previous.get("result")}
-    started = time.time()
+    started, fp = time.time(), fingerprint(cfg, stage)
     print(f"[chain] {stage}: starting", flush=True)
+    if stage in GPU_STAGES and _rank() == 0:
+        _set_aside_stale(cfg.run / stage, fp)
     if stage in GPU_STAGES:
         from hpc.jobs import run
 
@@ -233,9 +242,28 @@ def run_stage(stage: str, cfg: ChainConfig, distributed: bool = True) -> Any:
     else:
         result = STAGE_FUNCS[stage](cfg)
     if _rank() == 0:
-        mark_done(cfg, stage, result, time.time() - started)
+        mark_done(cfg, stage, result, time.time() - started, fp)
     print(f"[chain] {stage}: done in {time.time() - started:.1f} s", flush=True)
     return {"stage": stage, "skipped": False, "result": result}
+
+
+def _set_aside_stale(folder: Path, fp: str) -> None:
+    """A training stage resumes from its folder's checkpoints: those of other settings or other
+    upstream data must not be resumed from. They are moved aside (``<folder>.old-<time>``), not deleted.
+    Runs on rank 0 before any rank looks for checkpoints (they do so after a barrier)."""
+    stamp = folder / ".chain-fingerprint"
+    if folder.exists():
+        try:
+            same = stamp.read_text(encoding="utf-8").strip() == fp
+        except OSError:
+            same = False
+        if same:
+            return  # the same run, interrupted: resume it
+        aside = folder.with_name(f"{folder.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+        folder.rename(aside)
+        print(f"[chain] {folder.name}: earlier output of other settings moved to {aside}", flush=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(fp + "\n", encoding="utf-8")
 
 
 # ---------------------------------------------------------------------------------------------

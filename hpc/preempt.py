@@ -333,9 +333,12 @@ def requeue_stopped(result: dict[str, Any]) -> dict[str, Any]:
                 f"job {job_id} was preempted or timed out after {done} requeue(s), and the requeue limit is "
                 f"{limit}: not requeuing it again (latest complete checkpoint: {checkpoint}). Resubmit it to "
                 f"continue from that checkpoint, or give it more time per run or a higher requeue_limit.")
+        r = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            raise RuntimeError(f"job {job_id} saved step {result.get('step')} ({checkpoint}) but `scontrol requeue` "
+                               f"failed: {r.stderr.strip() or r.stdout.strip()}; resubmit it to continue")
         if folder is not None:
             record_event(folder, "requeue", result.get("step"), done + 1)
-        subprocess.run(["scontrol", "requeue", job_id], check=True, capture_output=True, timeout=60)
         print(f"[hpc] job {job_id} requeued after saving step {result.get('step')} ({checkpoint})", flush=True)
     raise SystemExit(0)
 

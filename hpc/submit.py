@@ -452,14 +452,21 @@ class Submission:
 
 
 def slurm_available() -> bool:
-    """sbatch and srun on PATH, and a controller that answers (installed Slurm packages alone, or a dev
-    cluster that is down or whose SLURM_CONF is not exported, mean: run here)."""
+    """Whether Slurm is there to submit to: sbatch and srun on PATH (else jobs run here). Installed but
+    not answering is an error, not a reason to run a cluster job on a login node."""
     if shutil.which("sbatch") is None or shutil.which("srun") is None:
         return False
     try:
-        return subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, timeout=10).returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        return False
+        r = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as exc:
+        r = None
+        why = str(exc)
+    if r is not None and r.returncode == 0:
+        return True
+    why = (r.stderr.strip().splitlines() or ["no output"])[-1] if r is not None else why
+    raise SubmitError(f"Slurm is installed but its controller does not answer (sinfo: {why}). Start it or "
+                      f"point SLURM_CONF at it (the dev cluster: make cluster-up; source "
+                      f"/tmp/cama-devcluster/slurm.env), or run here with --local.")
 
 
 def submit_plan(p: Plan) -> Submission:

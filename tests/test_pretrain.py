@@ -122,8 +122,8 @@ def test_bad_input_fails_before_the_first_step(case, tmp_path, corpus, tokenizer
         from corpus.tokenizer import train_tokenizer
         from conftest import sample_texts
 
-        train_tokenizer(sample_texts(), small, vocab_size=600)
-        over["tokenizer"] = str(small)
+        train_tokenizer(sample_texts(), small, vocab_size=2500)  # the corpus has ids up to 2999
+        tokenizer_path = small
         expect = "vocabulary"
     cfg = pretrain_config(tmp_path, data, tokenizer_path, tmp_path / "run", **over)
     run = single_process(cfg)

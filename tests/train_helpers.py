@@ -152,9 +152,11 @@ def tiny_base(folder: Path, tokenizer: Path) -> Path:
 
 
 def lora_config(tmp: Path, base: Path, out: Path, data: Path | None = None, **over: Any) -> Path:
+    """Micro batch 1 × 2 ranks × accumulation 2 over the 10 records that fit cutoff_len: 3 optimizer
+    steps per epoch (2 + 2 + 1 batches per rank), so a stop after step 3 resumes inside epoch 1."""
     cfg = {"base": str(base), "data": str(data or ROOT / "examples/data/instructions/en.jsonl"),
            "output_dir": str(out), "cutoff_len": 128, "cpu": True, "deepspeed": "zero3", "lora_r": 4,
-           "lora_alpha": 8, "micro_batch_size": 2, "batch_size": 4, "learning_rate": 1e-2, "warmup_steps": 1,
+           "lora_alpha": 8, "micro_batch_size": 1, "batch_size": 4, "learning_rate": 1e-2, "warmup_steps": 1,
            "max_steps": 6, "save_steps": 3, "logging_steps": 1, "dataloader_workers": 0, "report_to": [],
            "seed": 11, **over}
     path = tmp / f"{out.name}.yaml"

@@ -54,6 +54,7 @@ class RunConfig:
     cpu: bool = False            # train on CPU (tests, the demo): gloo between processes
     dataloader_workers: int = 2
     peak_tflops: float | None = None  # per device, for MFU where the GPU is not in PEAK_TFLOPS
+    dist_timeout_minutes: int = 60    # collectives (and rank 0's solo saves while the others wait)
 
     def __post_init__(self) -> None:
         for name, value, allowed in (("precision", self.precision, PRECISIONS), ("offload", self.offload, OFFLOADS),

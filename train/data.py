@@ -407,8 +407,9 @@ class ResumableSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         # Computed when iteration starts: a resumed run begins at the restored position.
         order = self.order(self.epoch)
-        for i in order[self.consumed :].tolist():
-            yield i
+        # In slices: a Python list of a whole CaMA-sized epoch (millions of ints) would cost GBs per rank.
+        for start in range(self.consumed, len(order), 1 << 16):
+            yield from order[start : start + (1 << 16)].tolist()
 
     def __len__(self) -> int:
         return self.size

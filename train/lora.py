@@ -17,6 +17,7 @@ and checks it reproduces them — the guard against ZeRO-3's known failure of sa
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -115,6 +116,13 @@ def build_model(cfg: LoraConfig, dtype: Any) -> Any:
 
 def main(cfg: LoraConfig) -> dict[str, Any]:
     """Tune LoRA adapters as ``cfg`` says; every rank calls this."""
+    from train.runtime import StopOnSignal
+
+    with StopOnSignal() as stopper:
+        return _run(cfg, stopper)
+
+
+def _run(cfg: LoraConfig, stopper: Any) -> dict[str, Any]:
     import torch
 
     from train import runtime
@@ -154,8 +162,7 @@ def main(cfg: LoraConfig) -> dict[str, Any]:
                          f"{global_batch} (lower batch_size or micro_batch_size)")
     sampler = ResumableSampler(len(train_set), cfg.seed, lengths=train_set.lengths if cfg.group_by_length else None,
                                group_by_length=cfg.group_by_length)
-    stopper = runtime.StopOnSignal()
-    saver = runtime.CompleteCheckpoints(runtime.sampler_position(sampler, global_batch), cfg.keep_checkpoints,
+    saver = runtime.CompleteCheckpoints(runtime.sampler_position(sampler, args), cfg.keep_checkpoints,
                                         runtime.run_fingerprint(cfg, kind="lora"))
     collator = Collator(pad_id=tokenizer.pad_token_id)
     if val_set is not None:
@@ -173,6 +180,9 @@ def main(cfg: LoraConfig) -> dict[str, Any]:
         if cfg.verify_adapter:
             verified = _verify_on_rank0(trainer, cfg, Path(result.export))
             result.metrics["adapter_max_abs_diff"] = verified
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()  # later from_pretrained calls in this process must not be ZeRO-partitioned
     if args.process_index == 0:
         print(f"[train.lora] {result.status} at step {result.step}"
               + (f"; adapter written to {result.export}" if result.export else
@@ -202,6 +212,10 @@ def export(trainer: Any, tokenizer: Any, cfg: LoraConfig, probe: dict[str, Any])
 
     final = Path(cfg.export_dir or Path(cfg.output_dir) / "adapter")
     tmp = final.with_name(f".{final.name}.tmp")
+    if trainer.args.process_index == 0:
+        shutil.rmtree(tmp, ignore_errors=True)  # what a killed export left behind
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
     trainer.save_model(str(tmp))
     logits = _trained_logits(trainer, probe)
     if trainer.args.process_index == 0:

@@ -16,6 +16,7 @@ tokenizer) that ``from_pretrained`` loads: ``export_dir`` (default ``OUTPUT_DIR/
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -83,6 +84,13 @@ def check_lengths(cfg: Any, config: Any, dataset: Any) -> None:
 
 def main(cfg: PretrainConfig) -> dict[str, Any]:
     """Pretrain (or continue pretraining) as ``cfg`` says; every rank calls this."""
+    from train.runtime import StopOnSignal
+
+    with StopOnSignal() as stopper:
+        return _run(cfg, stopper)
+
+
+def _run(cfg: PretrainConfig, stopper: Any) -> dict[str, Any]:
     import torch
     import transformers
     from transformers import AutoModelForCausalLM
@@ -112,8 +120,7 @@ def main(cfg: PretrainConfig) -> dict[str, Any]:
         raise TrainError(f"{cfg.data}: {len(dataset)} samples, fewer than one global batch of {global_batch}")
     sampler = ResumableSampler(len(dataset), cfg.seed, lengths=dataset.lengths if cfg.group_by_length else None,
                                group_by_length=cfg.group_by_length)
-    stopper = runtime.StopOnSignal()
-    saver = runtime.CompleteCheckpoints(runtime.sampler_position(sampler, global_batch), cfg.keep_checkpoints,
+    saver = runtime.CompleteCheckpoints(runtime.sampler_position(sampler, args), cfg.keep_checkpoints,
                                         runtime.run_fingerprint(cfg, kind="pretrain"))
     trainer = runtime.SuiteTrainer(
         model=model, args=args, train_dataset=dataset, data_collator=Collator(pad_id=tokenizer.pad_token_id),
@@ -139,6 +146,10 @@ def export(trainer: Any, tokenizer: Any, cfg: Any, save_tokenizer: Any) -> Path:
 
     final = Path(cfg.export_dir or Path(cfg.output_dir) / "final")
     tmp = final.with_name(f".{final.name}.tmp")
+    if trainer.args.process_index == 0:
+        shutil.rmtree(tmp, ignore_errors=True)  # what a killed export left behind
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
     trainer.save_model(str(tmp))
     if trainer.args.process_index == 0:
         (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; the suite's artifacts hold none

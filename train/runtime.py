@@ -18,6 +18,7 @@ One run, whatever the entry point:
 from __future__ import annotations
 
 import copy
+import datetime
 import json
 import math
 import os
@@ -70,12 +71,15 @@ def init_distributed(cfg: RunConfig) -> None:
     os.environ.setdefault("MASTER_PORT", str(29500 + os.getpid() % 1000))
     if torch.distributed.is_initialized():
         return
+    # Rank 0 alone writes a 13B export or fsyncs a checkpoint while the others wait in a barrier:
+    # DeepSpeed's default of 10 minutes is too short for that.
+    timeout = datetime.timedelta(minutes=cfg.dist_timeout_minutes)
     if cfg.deepspeed:
         import deepspeed
 
-        deepspeed.init_distributed(dist_backend="gloo" if cfg.cpu else "nccl")
+        deepspeed.init_distributed(dist_backend="gloo" if cfg.cpu else "nccl", timeout=timeout)
     elif world_size() > 1:
-        torch.distributed.init_process_group("gloo" if cfg.cpu else "nccl")
+        torch.distributed.init_process_group("gloo" if cfg.cpu else "nccl", timeout=timeout)
     if not cfg.cpu:
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
 
@@ -125,7 +129,7 @@ def training_arguments(cfg: RunConfig, **extra: Any) -> TrainingArguments:
                               f"= {cfg.micro_batch_size} × {world_size()}")
         accumulation = cfg.batch_size // per_step
     # One TensorBoard folder per run (across requeues), not the Trainer's runs/<date>_<host> per start.
-    os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(Path(cfg.output_dir) / "tensorboard"))
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(Path(cfg.output_dir) / "tensorboard")
     return TrainingArguments(
         output_dir=cfg.output_dir,
         per_device_train_batch_size=cfg.micro_batch_size,
@@ -195,7 +199,11 @@ def device_peak_tflops(cfg: RunConfig) -> float | None:
 class StopOnSignal(TrainerCallback):
     """SIGUSR2 asks for a checkpoint and a clean exit. Ranks may get the signal at different moments
     (or only some of them), so at every step end the flag is reduced (max) over all ranks and they
-    all stop at the same step: the Trainer saves there (a collective under ZeRO-3) and returns."""
+    all stop at the same step: the Trainer saves there (a collective under ZeRO-3) and returns.
+
+    Installed for the whole entry point (``with StopOnSignal() as stopper``): a signal during setup
+    (loading a 13B model, validating the corpus) ends the run before its first step with the latest
+    checkpoint unchanged; one during the export lets the export finish."""
 
     def __init__(self) -> None:
         self.requested = False
@@ -210,11 +218,19 @@ class StopOnSignal(TrainerCallback):
             signal.signal(signal.SIGUSR2, self._previous)
             self._previous = None
 
+    def __enter__(self) -> StopOnSignal:
+        self.install()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.uninstall()
+
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.requested = True
         print(f"[train] rank {rank()}: SIGUSR2 received: checkpoint at the next step, then exit", flush=True)
 
-    def _agreed(self) -> bool:
+    def agreed(self) -> bool:
+        """Whether any rank got the signal (a collective: every rank calls it at the same point)."""
         flag = self.requested
         if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
             t = torch.tensor([1 if flag else 0], dtype=torch.int32)
@@ -225,7 +241,7 @@ class StopOnSignal(TrainerCallback):
         return flag
 
     def on_step_end(self, args: TrainingArguments, state: Any, control: Any, **kwargs: Any) -> Any:
-        if self._agreed():
+        if self.agreed():
             self.stopped_at = state.global_step
             control.should_save = True
             control.should_training_stop = True
@@ -273,6 +289,17 @@ class SuiteTrainer(Trainer):
     def _get_train_sampler(self, train_dataset: Any = None) -> ResumableSampler:
         return self.suite_sampler
 
+    def _run_epoch(self, **kwargs: Any) -> Any:
+        # A resumed epoch's dataloader is wrapped twice (accelerate's SkipBatchSampler around its
+        # BatchSamplerShard), and set_epoch does not reach the sampler through both: without this a
+        # run resumed in the middle of epoch ≥ 1 would replay epoch 0's order.
+        self.suite_sampler.set_epoch(kwargs["epoch"])
+        if self.state.global_step >= self.state.max_steps:
+            # Resumed from the last checkpoint: nothing is left, but the Trainer would take one more step.
+            self.control.should_training_stop = True
+            return None
+        return super()._run_epoch(**kwargs)
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:  # a training log line (not the final summary)
             now, tokens = time.perf_counter(), int(self.state.num_input_tokens_seen)
@@ -318,15 +345,20 @@ def check_sampler_state(checkpoint: ckpt.Checkpoint, sampler: ResumableSampler) 
                          f"resuming would not continue at the same sample. Use a new output_dir, or resume: never.")
 
 
-def sampler_position(sampler: ResumableSampler, global_batch: int) -> Any:
-    """The sampler's state after ``step`` optimizer steps (the DataLoader prefetches ahead, so the
-    position comes from the step count, not from what the sampler has handed out)."""
+def sampler_position(sampler: ResumableSampler, args: TrainingArguments) -> Any:
+    """The sampler's position after ``step`` optimizer steps, as the Trainer walks the data: each rank
+    gets ⌊⌊N / micro⌋ / world⌋ batches per epoch (drop_last), grouped into steps of ``accumulation``
+    batches with a shorter last step. (The DataLoader prefetches ahead, so the position comes from the
+    step count, not from what the sampler has handed out.)"""
+    micro, world, accumulation = args.per_device_train_batch_size, args.world_size, args.gradient_accumulation_steps
+    per_rank = len(sampler) // micro // world
+    steps_per_epoch = max(math.ceil(per_rank / accumulation), 1)
+
     def state(step: int) -> dict[str, Any]:
-        consumed = step * global_batch
-        per_epoch = (len(sampler) // global_batch) * global_batch  # dataloader_drop_last
+        epoch, within = divmod(step, steps_per_epoch)
         s = dict(sampler.state_dict())
-        s.update(epoch=consumed // per_epoch if per_epoch else 0,
-                 consumed=consumed % per_epoch if per_epoch else 0, global_step=step, global_batch=global_batch)
+        s.update(epoch=epoch, consumed=min(within * accumulation, per_rank) * micro * world, global_step=step,
+                 global_batch=micro * accumulation * world, steps_per_epoch=steps_per_epoch)
         return s
     return state
 
@@ -339,15 +371,18 @@ def train(trainer: SuiteTrainer, cfg: RunConfig, stopper: StopOnSignal, saver: C
             print(f"[train] removed unfinished checkpoint(s): {', '.join(p.name for p in gone)}", flush=True)
     if torch.distributed.is_initialized():
         torch.distributed.barrier()
-    start = ckpt.resolve_resume(cfg.output_dir, cfg.resume)
+    try:
+        start = ckpt.resolve_resume(cfg.output_dir, cfg.resume)
+    except ValueError as exc:
+        raise TrainError(str(exc)) from None
     if start is not None:
         check_sampler_state(start, trainer.suite_sampler)
         print(f"[train] resuming from {start.path} (step {start.step})", flush=True)
-    stopper.install()
-    try:
-        output = trainer.train(resume_from_checkpoint=str(start.path) if start else None)
-    finally:
-        stopper.uninstall()
+    if stopper.agreed():  # the signal came during setup: the latest checkpoint stays the one to resume
+        latest = ckpt.latest_complete(cfg.output_dir)
+        return RunResult(status="preempted", step=start.step if start else 0,
+                         checkpoint=str(latest.path) if latest else None, resumed_from=start.step if start else None)
+    output = trainer.train(resume_from_checkpoint=str(start.path) if start else None)
     latest = ckpt.latest_complete(cfg.output_dir)
     status = "preempted" if stopper.stopped_at is not None and trainer.state.global_step < trainer.state.max_steps \
         else "completed"
@@ -371,7 +406,3 @@ def run_fingerprint(cfg: RunConfig, **extra: Any) -> dict[str, Any]:
     keep = {k: v for k, v in asdict(cfg).items() if k not in ("resume", "report_to", "dataloader_workers")}
     return {"config": copy.deepcopy(keep), "world_size": world_size(), "transformers": transformers.__version__,
             "torch": torch.__version__, **extra}
-
-
-def steps_per_epoch(n_samples: int, global_batch: int) -> int:
-    return max(math.floor(n_samples / global_batch), 0)
