@@ -10,8 +10,9 @@ and its resource shape:
 - ``gpus=False``: one CPU task (``cpus`` CPUs); the ``sharded`` kind (corpus) becomes an array of
   such tasks plus a merge job (hpc.submit plans it).
 
-The training and recovery entry points arrive with later issues: until their module exists,
-submitting them fails before anything reaches Slurm, and ``--dry-run`` still shows the script.
+A kind whose entry point is not importable here (a login node with only the corpus extra installed,
+no torch) fails before anything reaches Slurm, saying what to install; ``--dry-run`` still shows
+the script.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class JobKind:
     time: str | None = None    # default --time (Slurm syntax); None: the partition's limit
     sharded: bool = False      # an array, one task per shard, then a merge job (corpus)
     hidden: bool = False       # not listed in --help (the smoke-test kind)
-    arrives_with: str = ""     # the issue that brings a missing entry point, for the error message
+    needs: str = ""            # what to install when the entry point is missing, for the error message
 
     @property
     def module(self) -> str:
@@ -59,13 +60,13 @@ KINDS: dict[str, JobKind] = {k.name: k for k in (
             sharded=True),
     JobKind("pretrain", "continued pretraining, DeepSpeed ZeRO-3 across every node (train.pretrain)",
             entry="train.pretrain:main", config="train.pretrain:PretrainConfig", gpus=True, nodes=None,
-            arrives_with="the training issue"),
+            needs="the train extra (make install-train)"),
     JobKind("lora", "LoRA instruction tuning on one node's GPUs (train.lora)",
             entry="train.lora:main", config="train.lora:LoraConfig", gpus=True, nodes=1,
-            arrives_with="the LoRA issue"),
+            needs="the train extra (make install-train)"),
     JobKind("recover", "restore weights from a published diff on one GPU (recover apply)",
             entry="recover.apply:main", config="recover.apply:ApplyConfig", gpus=True, nodes=1,
-            gpus_per_node=1, time="4:00:00", arrives_with="the recovery issue"),
+            gpus_per_node=1, time="4:00:00", needs="the train extra (make install-train)"),
     JobKind("pipeline", "the main job end to end: tokenizer, corpus, pretrain, LoRA, diff + restore, generate, "
             "report; each stage a dependent job (hpc.chain)",
             entry="hpc.chain:run_local", config="hpc.chain:ChainConfig", gpus=False, time="4:00:00"),
@@ -105,9 +106,9 @@ def entry_installed(kind: JobKind) -> bool:
 
 def require_entry(kind: JobKind) -> None:
     if not entry_installed(kind):
-        later = f" (it arrives with {kind.arrives_with})" if kind.arrives_with else ""
+        hint = f" (it needs {kind.needs})" if kind.needs else ""
         raise EntryPointMissing(
-            f"job kind {kind.name!r}: its entry point {kind.entry} is not installed{later}; nothing was "
+            f"job kind {kind.name!r}: its entry point {kind.entry} is not installed{hint}; nothing was "
             f"submitted. `--dry-run` still shows the sbatch script.")
 
 

@@ -3,6 +3,7 @@
     python -m hpc.submit corpus   --config configs/tiny/corpus.yaml [--shards N] [--follow]
     python -m hpc.submit pretrain --config JOB.yaml --cluster cama_3x8v100 --dry-run
     python -m hpc.submit lora     --config JOB.yaml [--partition P] [--nodes N] [--gpus-per-node G] [--time T]
+    python -m hpc.submit pipeline --config configs/tiny/pipeline.yaml [--local] [--follow]
 
 Every request is checked before anything reaches `sbatch`: the job's config is loaded with its entry
 point's config class (unknown keys and bad values fail, naming the key), and nodes, GPUs, time and
@@ -19,8 +20,9 @@ no Slurm (no `sbatch` on PATH, or `--local`), run here in this process.
   shard), band-range tasks, a global dedup task where configured, a task per source and the mix job,
   each step after the previous one (see `_pipeline_steps`).
 - `pretrain`, `lora`, `recover`: nodes × GPUs-per-node tasks, one per GPU; each task calls
-  `hpc.dist.setup()` and then the entry point (hpc.jobs). Until an entry point is installed,
-  submitting its kind fails before submission; `--dry-run` still works.
+  `hpc.dist.setup()` and then the entry point (hpc.jobs). Where an entry point is not installed
+  (no train extra), submitting its kind fails before submission; `--dry-run` still works.
+- `pipeline`: the main job (hpc.chain), each stage a dependent job (see `_chain_steps`).
 
 Each submitted Slurm job is appended to LOG_FOLDER/submitted.jsonl, which `python -m hpc.status`
 reads to find its logs. `--follow` waits and turns a failed job into an error carrying the job's own
