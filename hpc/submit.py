@@ -219,10 +219,23 @@ def plan(kind_name: str, config_path: str | os.PathLike, profile: Profile | str 
     else:
         if kind.gpus:
             res = gpu_resources(kind, request, part_name, part, minutes)
+            check_global_batch(cfg, res, config_path)
         else:
             res = cpu_resources(kind, request, getattr(cfg, "workers", 1), part_name, part, minutes)
         steps = (Step("job", name, jobs.run, ((kind.name, cfg),), res),)
     return Plan(kind, cfg, config_path, prof, log_folder, folder, steps, checked)
+
+
+def check_global_batch(cfg: Any, res: Resources, where: str) -> None:
+    """A global ``batch_size`` must split evenly into micro batches over the job's ranks; found here,
+    not minutes later inside the job."""
+    batch, micro = getattr(cfg, "batch_size", None), getattr(cfg, "micro_batch_size", None)
+    if batch is None or micro is None:
+        return
+    if batch % (micro * res.tasks):
+        raise ConfigError(f"{where}: batch_size {batch} is not a multiple of micro_batch_size × ranks = "
+                          f"{micro} × {res.tasks} ({res.nodes} node(s) × {res.tasks_per_node} GPU(s)); "
+                          f"change batch_size, micro_batch_size or the shape")
 
 
 def _corpus_steps(cfg: Any, config_path: str, request: Request, name: str, kind: JobKind, part_name: str,
@@ -345,8 +358,10 @@ def _chain_steps(cfg: Any, request: Request, name: str, prof: Profile, part_name
     if shards > 1:
         add("corpus-shards", chain.corpus_shard, tuple((cfg, k, shards) for k in range(shards)), corpus_cpu)
     add("corpus", chain.run_stage, (("corpus", cfg),), corpus_cpu)
-    add("pretrain", chain.run_stage, (("pretrain", cfg),), shaped("pretrain", "pretrain"))
-    add("lora", chain.run_stage, (("lora", cfg),), shaped("lora", "lora"))
+    for stage in ("pretrain", "lora"):
+        res = shaped(stage, stage)
+        check_global_batch(chain.stage_config(cfg, stage), res, f"{stage} stage")
+        add(stage, chain.run_stage, ((stage, cfg),), res)
     add("recover", chain.run_stage, (("recover", cfg),), shaped("recover", "recover"))
     add("generate", chain.run_stage, (("generate", cfg),), shaped("generate", "recover"))
     add("report", chain.run_stage, (("report", cfg),), one_cpu)

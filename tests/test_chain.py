@@ -94,3 +94,14 @@ def test_bad_pipeline_configs_fail_before_anything_runs(tmp_path):
     with pytest.raises(ConfigError, match="own shapes"):
         submit.plan("pipeline", small_pipeline(tmp_path), "dev", submit.Request(nodes=2))
     assert not (tmp_path / "run").exists()
+
+
+def test_a_batch_that_does_not_split_over_the_ranks_is_refused_at_planning(tmp_path):
+    from corpus.config import ConfigError
+    from hpc import submit
+
+    # LoRA's batch 4 over micro batch 2 × 8 ranks (a full dev-cluster node) cannot be split.
+    config = small_pipeline(tmp_path, slurm={"lora": {"nodes": 1, "gpus_per_node": 8}})
+    with pytest.raises(ConfigError, match=r"lora stage: batch_size 4 is not a multiple of micro_batch_size × ranks = 2 × 8"):
+        submit.plan("pipeline", config, "dev")
+    assert submit.plan("pipeline", small_pipeline(tmp_path, slurm={"lora": {"nodes": 1, "gpus_per_node": 2}}), "dev")
