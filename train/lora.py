@@ -204,21 +204,18 @@ def _trained_logits(trainer: Any, probe: dict[str, Any]) -> Any:
 
 def export(trainer: Any, tokenizer: Any, cfg: LoraConfig, probe: dict[str, Any]) -> Path:
     """The adapter (peft layout, safetensors) + tokenizer + probe logits, complete or absent."""
-    import torch
     from safetensors.torch import save_file
 
-    from train.runtime import export_dir_swap
+    from train.runtime import export_dir_swap, on_rank0
     from train.tokenizer import save_tokenizer
 
     final = Path(cfg.export_dir or Path(cfg.output_dir) / "adapter")
     tmp = final.with_name(f".{final.name}.tmp")
-    if trainer.args.process_index == 0:
-        shutil.rmtree(tmp, ignore_errors=True)  # what a killed export left behind
-    if torch.distributed.is_initialized():
-        torch.distributed.barrier()
+    on_rank0(shutil.rmtree, tmp, ignore_errors=True)  # what a killed export left behind
     trainer.save_model(str(tmp))
     logits = _trained_logits(trainer, probe)
-    if trainer.args.process_index == 0:
+
+    def finish() -> None:
         (tmp / "training_args.bin").unlink(missing_ok=True)
         weights = tmp / "adapter_model.safetensors"
         if not weights.exists() or weights.stat().st_size < 1024:
@@ -230,8 +227,8 @@ def export(trainer: Any, tokenizer: Any, cfg: LoraConfig, probe: dict[str, Any])
         config["base_model_name_or_path"] = str(Path(cfg.base).resolve())
         (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
         export_dir_swap(tmp, final)
-    if torch.distributed.is_initialized():
-        torch.distributed.barrier()
+
+    on_rank0(finish)
     return final
 
 
@@ -259,22 +256,22 @@ def verify_adapter(base: str | Path, adapter: str | Path, atol: float = 1e-4) ->
     return diff
 
 
-def _verify_on_rank0(trainer: Any, cfg: LoraConfig, adapter: Path) -> float | None:
-    """:func:`verify_adapter` on rank 0 alone, the others waiting. ZeRO-3's zero.Init must be off for
-    that load (it is a collective); the run is over, so it is switched off for good."""
-    import torch
+def _verify_on_rank0(trainer: Any, cfg: LoraConfig, adapter: Path) -> float:
+    """:func:`verify_adapter` on rank 0 alone, the others waiting (a failure stops every rank). ZeRO-3's
+    zero.Init must be off for that load (it is a collective); the run is over, so it is switched off."""
     from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
-    diff = None
-    if trainer.args.process_index == 0:
+    from train.runtime import on_rank0
+
+    def check() -> float:
         unset_hf_deepspeed_config()
         atol = 1e-4 if runtime_precision(cfg) == "fp32" else 2e-2
         diff = verify_adapter(cfg.base, adapter, atol=atol)
         print(f"[train.lora] adapter verified: base + saved adapter reproduce the trained logits "
               f"(max |Δ| {diff:.2e})", flush=True)
-    if torch.distributed.is_initialized():
-        torch.distributed.barrier()
-    return diff
+        return diff
+
+    return on_rank0(check)
 
 
 def runtime_precision(cfg: LoraConfig) -> str:

@@ -140,23 +140,19 @@ def export(trainer: Any, tokenizer: Any, cfg: Any, save_tokenizer: Any) -> Path:
     """The trained model as a plain HF checkpoint (safetensors + config + tokenizer), complete or absent.
 
     Under ZeRO-3 every rank takes part (the 16-bit weights are gathered); rank 0 writes."""
-    import torch
-
-    from train.runtime import export_dir_swap
+    from train.runtime import export_dir_swap, on_rank0
 
     final = Path(cfg.export_dir or Path(cfg.output_dir) / "final")
     tmp = final.with_name(f".{final.name}.tmp")
-    if trainer.args.process_index == 0:
-        shutil.rmtree(tmp, ignore_errors=True)  # what a killed export left behind
-    if torch.distributed.is_initialized():
-        torch.distributed.barrier()
+    on_rank0(shutil.rmtree, tmp, ignore_errors=True)  # what a killed export left behind
     trainer.save_model(str(tmp))
-    if trainer.args.process_index == 0:
+
+    def finish() -> None:
         (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; the suite's artifacts hold none
         save_tokenizer(tokenizer, tmp)
         export_dir_swap(tmp, final)
-    if torch.distributed.is_initialized():
-        torch.distributed.barrier()
+
+    on_rank0(finish)
     return final
 
 

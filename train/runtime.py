@@ -248,6 +248,31 @@ class StopOnSignal(TrainerCallback):
         return control
 
 
+def on_rank0(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run ``fn`` on rank 0 while the other ranks wait; its result — or its error — reaches every rank.
+
+    A bare barrier after rank-0-only work would leave the others waiting until the collective timeout
+    when rank 0 fails (a full disk while sealing a checkpoint, an adapter that fails its check), and
+    the job would end with a timeout instead of the reason. Here every rank raises together."""
+    distributed = torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
+    outcome: list[Any] = [None]
+    error: BaseException | None = None
+    if not distributed or torch.distributed.get_rank() == 0:
+        try:
+            outcome = [("ok", fn(*args, **kwargs))]
+        except Exception as exc:
+            error = exc
+            outcome = [("error", f"{type(exc).__name__}: {exc}")]
+    if distributed:
+        torch.distributed.broadcast_object_list(outcome, src=0)
+    status, value = outcome[0]
+    if status == "error":
+        if error is not None:
+            raise error
+        raise TrainError(f"rank 0 failed, so this rank stops too: {value}")
+    return value
+
+
 class CompleteCheckpoints(TrainerCallback):
     """After the Trainer has saved ``checkpoint-N`` on every rank: the data position, then the marker."""
 
@@ -260,15 +285,16 @@ class CompleteCheckpoints(TrainerCallback):
     def on_save(self, args: TrainingArguments, state: Any, control: Any, **kwargs: Any) -> Any:
         if torch.distributed.is_initialized():
             torch.distributed.barrier()  # every rank's ZeRO partitions are written
-        path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if state.is_world_process_zero:
-            (path / ckpt.SAMPLER_STATE).write_text(json.dumps(self.sampler_state(state.global_step), indent=1),
-                                                   encoding="utf-8")
-            self.last = ckpt.mark_complete(path, state.global_step, {"run": self.fingerprint})
-            ckpt.prune(args.output_dir, self.keep)
-        if torch.distributed.is_initialized():
-            torch.distributed.barrier()  # nobody runs ahead and gets killed before the marker exists
+        # Nobody runs ahead (and gets killed) before the marker exists.
+        self.last = on_rank0(self._seal, Path(args.output_dir), state.global_step)
         return control
+
+    def _seal(self, output_dir: Path, step: int) -> ckpt.Checkpoint:
+        path = output_dir / f"checkpoint-{step}"
+        (path / ckpt.SAMPLER_STATE).write_text(json.dumps(self.sampler_state(step), indent=1), encoding="utf-8")
+        sealed = ckpt.mark_complete(path, step, {"run": self.fingerprint})
+        ckpt.prune(output_dir, self.keep)
+        return sealed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -365,12 +391,9 @@ def sampler_position(sampler: ResumableSampler, args: TrainingArguments) -> Any:
 
 def train(trainer: SuiteTrainer, cfg: RunConfig, stopper: StopOnSignal, saver: CompleteCheckpoints) -> RunResult:
     """Resume from the latest complete checkpoint, train, and report how the run ended."""
-    if trainer.args.process_index == 0:
-        gone = ckpt.remove_incomplete(cfg.output_dir)
-        if gone:
-            print(f"[train] removed unfinished checkpoint(s): {', '.join(p.name for p in gone)}", flush=True)
-    if torch.distributed.is_initialized():
-        torch.distributed.barrier()
+    gone = on_rank0(ckpt.remove_incomplete, cfg.output_dir)  # before any rank looks for a checkpoint
+    if gone and trainer.args.process_index == 0:
+        print(f"[train] removed unfinished checkpoint(s): {', '.join(p.name for p in gone)}", flush=True)
     try:
         start = ckpt.resolve_resume(cfg.output_dir, cfg.resume)
     except ValueError as exc:
