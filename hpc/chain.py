@@ -188,16 +188,17 @@ def marker_path(cfg: ChainConfig, stage: str) -> Path:
     return cfg.run / "stages" / f"{stage}.json"
 
 
-def done(cfg: ChainConfig, stage: str) -> dict[str, Any] | None:
+def done(cfg: ChainConfig, stage: str, fp: str | None = None) -> dict[str, Any] | None:
+    """The stage's marker if it was written for these settings (``fp``: its fingerprint, if known)."""
     try:
         marker = json.loads(marker_path(cfg, stage).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return marker if marker.get("fingerprint") == fingerprint(cfg, stage) else None
+    return marker if marker.get("fingerprint") == (fp or fingerprint(cfg, stage)) else None
 
 
-def mark_done(cfg: ChainConfig, stage: str, result: Any, seconds: float, fp: str | None = None) -> dict[str, Any]:
-    marker = {"stage": stage, "fingerprint": fp or fingerprint(cfg, stage), "seconds": round(seconds, 2),
+def mark_done(cfg: ChainConfig, stage: str, result: Any, seconds: float, fp: str) -> dict[str, Any]:
+    marker = {"stage": stage, "fingerprint": fp, "seconds": round(seconds, 2),
               "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "job_id": os.environ.get("SLURM_JOB_ID"),
               "result": result}
     path = marker_path(cfg, stage)
@@ -214,11 +215,12 @@ def _rank() -> int:
 
 def run_stage(stage: str, cfg: ChainConfig, distributed: bool = True) -> Any:
     """One stage, skipped when its marker matches; the job function of every chain step."""
-    previous = done(cfg, stage)
+    fp = fingerprint(cfg, stage)
+    previous = done(cfg, stage, fp)
     if previous is not None:
         print(f"[chain] {stage}: already done ({marker_path(cfg, stage)}), skipped", flush=True)
         return {"stage": stage, "skipped": True, "result": previous.get("result")}
-    started, fp = time.time(), fingerprint(cfg, stage)
+    started = time.time()
     print(f"[chain] {stage}: starting", flush=True)
     if stage in GPU_STAGES and _rank() == 0:
         _set_aside_stale(cfg.run / stage, fp)

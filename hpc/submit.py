@@ -562,11 +562,13 @@ def follow(sub: Submission) -> list[list[Any]]:
 
 def run_local(p: Plan) -> Submission:
     """The same steps, one after the other, in this process (one task: no torch.distributed world)."""
+    from hpc import chain
+
     sub = Submission(p, local=True)
     for step in p.steps:
         step_results = []
         for i, args in enumerate(step.calls):
-            if step.fn is jobs.run or step.fn.__name__ == "run_stage":
+            if step.fn in (jobs.run, chain.run_stage):
                 args = (*args, False)  # distributed=False: there is no Slurm step to derive it from
             try:
                 step_results.append(step.fn(*args))

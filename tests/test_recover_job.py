@@ -34,12 +34,17 @@ def test_bad_job_config_fails_before_submission(tmp_path):
         load_config(ApplyConfig, bad)
 
 
-def test_hpc_submit_runs_apply_here_without_slurm(tmp_path, tokenizer_path, monkeypatch):
+def published(tmp_path: Path, tokenizer_path: Path) -> None:
+    """tmp_path/raw, tmp_path/tuned (float16, with the tokenizer) and tmp_path/diff between them."""
     raw = tiny_model(0, torch.float16)
     save(raw, tmp_path / "raw", tokenizer_path)
     save(tuned_from(raw), tmp_path / "tuned", tokenizer_path)
     make_diff(MakeDiffConfig(raw=str(tmp_path / "raw"), tuned=str(tmp_path / "tuned"), out=str(tmp_path / "diff"),
                              progress=False))
+
+
+def test_hpc_submit_runs_apply_here_without_slurm(tmp_path, tokenizer_path, monkeypatch):
+    published(tmp_path, tokenizer_path)
     job = tmp_path / "job.yaml"
     job.write_text(yaml.safe_dump({"raw": str(tmp_path / "raw"), "diff": str(tmp_path / "diff"),
                                    "out": str(tmp_path / "out"), "progress": False}))
@@ -56,11 +61,7 @@ def test_recover_runs_on_the_cluster_by_script_and_by_hpc_submit(slurm_cluster, 
     a LoRA merge after the apply: both on a dev-cluster node, on its CPU."""
     from test_slurm_scripts import sbatch, sbatch_env
 
-    raw = tiny_model(0, torch.float16)
-    save(raw, tmp_path / "raw", tokenizer_path)
-    save(tuned_from(raw), tmp_path / "tuned", tokenizer_path)
-    make_diff(MakeDiffConfig(raw=str(tmp_path / "raw"), tuned=str(tmp_path / "tuned"), out=str(tmp_path / "diff"),
-                             progress=False))
+    published(tmp_path, tokenizer_path)
     job = tmp_path / "job.yaml"
     job.write_text(yaml.safe_dump({"raw": str(tmp_path / "raw"), "diff": str(tmp_path / "diff"),
                                    "out": str(tmp_path / "by-script"), "progress": False}))

@@ -40,7 +40,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Union
 
-from train.files import write_jsonl_atomic
+from train.files import read_json_object, write_jsonl_atomic
 
 log = logging.getLogger(__name__)
 
@@ -144,18 +144,6 @@ def pick_dtype(device: str, dtype: str = "auto") -> Any:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise GenerateError(f"{path} not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise GenerateError(f"{path}: not readable JSON ({exc})") from exc
-    if not isinstance(data, dict):
-        raise GenerateError(f"{path}: expected a JSON object")
-    return data
-
-
 def _same_base(recorded: str, base: Path) -> bool:
     """An adapter records the base as the path (or hub name) it was trained from; the same model
     may sit elsewhere on this machine, so the folder name is what has to match."""
@@ -197,7 +185,7 @@ def check_adapter(lora_dir: PathLike, base_dir: PathLike, model: Any, ignore_bas
     lora_dir, base_dir = Path(lora_dir), Path(base_dir)
     if not lora_dir.is_dir():
         raise GenerateError(f"--lora {lora_dir}: not a folder")
-    cfg = _read_json(lora_dir / ADAPTER_CONFIG)
+    cfg = read_json_object(lora_dir / ADAPTER_CONFIG, GenerateError, "adapter config")
     if str(cfg.get("peft_type", "LORA")).upper() != "LORA":
         raise GenerateError(f"{lora_dir / ADAPTER_CONFIG}: peft_type is {cfg.get('peft_type')!r}, not LORA")
     recorded = cfg.get("base_model_name_or_path")

@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
-from train.files import write_jsonl_atomic
+from train.files import read_json_object, write_jsonl_atomic
 from train.prompts import Skipped
 
 __all__ = [
@@ -272,15 +272,9 @@ class Schema:
 
 def load_schema(path: PathLike) -> Schema:
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise IEError(f"schema file not found: {path}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise IEError(f"{path}: not a readable JSON schema ({exc})") from exc
     known = ("entity_types", "relation_types", "event_types")
-    if not isinstance(data, dict):
-        raise IEError(f"{path}: expected a JSON object with any of {', '.join(known)}")
+    data = read_json_object(path, IEError, "schema file", "JSON schema",
+                            f"a JSON object with any of {', '.join(known)}")
     unknown = sorted(set(data) - set(known))
     if unknown:
         raise IEError(f"{path}: unknown key {unknown[0]!r} (known keys: {', '.join(known)})")
@@ -340,14 +334,7 @@ def _fill(text: str, values: Mapping[str, str]) -> str:
 def load_ie_templates(lang_or_path: str) -> IETemplates:
     """``"zh"``/``"en"`` (``train/templates/ie_<lang>.json``) or a path to such a file."""
     path = TEMPLATES_DIR / f"ie_{lang_or_path}.json" if lang_or_path in LANGS else Path(lang_or_path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise IEError(f"IE template file not found: {path}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise IEError(f"{path}: not a readable JSON template ({exc})") from exc
-    if not isinstance(data, dict):
-        raise IEError(f"{path}: expected a JSON object")
+    data = read_json_object(path, IEError, "IE template file", "JSON template")
     for key in ("none", "schema_sep", "event_sep", "event_schema"):
         if not isinstance(data.get(key), str):
             raise IEError(f"{path}: key {key!r} must be a string")

@@ -17,7 +17,6 @@ and checks it reproduces them — the guard against ZeRO-3's known failure of sa
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -206,17 +205,12 @@ def export(trainer: Any, tokenizer: Any, cfg: LoraConfig, probe: dict[str, Any])
     """The adapter (peft layout, safetensors) + tokenizer + probe logits, complete or absent."""
     from safetensors.torch import save_file
 
-    from train.runtime import export_dir_swap, on_rank0
+    from train.runtime import export_model
     from train.tokenizer import save_tokenizer
 
-    final = Path(cfg.export_dir or Path(cfg.output_dir) / "adapter")
-    tmp = final.with_name(f".{final.name}.tmp")
-    on_rank0(shutil.rmtree, tmp, ignore_errors=True)  # what a killed export left behind
-    trainer.save_model(str(tmp))
     logits = _trained_logits(trainer, probe)
 
-    def finish() -> None:
-        (tmp / "training_args.bin").unlink(missing_ok=True)
+    def finish(tmp: Path) -> None:
         weights = tmp / "adapter_model.safetensors"
         if not weights.exists() or weights.stat().st_size < 1024:
             raise TrainError(f"{weights}: the saved adapter is missing or empty (ZeRO-3 did not gather it)")
@@ -226,10 +220,8 @@ def export(trainer: Any, tokenizer: Any, cfg: LoraConfig, probe: dict[str, Any])
         config = json.loads((tmp / "adapter_config.json").read_text(encoding="utf-8"))
         config["base_model_name_or_path"] = str(Path(cfg.base).resolve())
         (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
-        export_dir_swap(tmp, final)
 
-    on_rank0(finish)
-    return final
+    return export_model(trainer, Path(cfg.export_dir or Path(cfg.output_dir) / "adapter"), finish)
 
 
 def verify_adapter(base: str | Path, adapter: str | Path, atol: float = 1e-4) -> float:
@@ -261,23 +253,17 @@ def _verify_on_rank0(trainer: Any, cfg: LoraConfig, adapter: Path) -> float:
     zero.Init must be off for that load (it is a collective); the run is over, so it is switched off."""
     from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
-    from train.runtime import on_rank0
+    from train.runtime import on_rank0, resolve_precision
 
     def check() -> float:
         unset_hf_deepspeed_config()
-        atol = 1e-4 if runtime_precision(cfg) == "fp32" else 2e-2
+        atol = 1e-4 if resolve_precision(cfg) == "fp32" else 2e-2
         diff = verify_adapter(cfg.base, adapter, atol=atol)
         print(f"[train.lora] adapter verified: base + saved adapter reproduce the trained logits "
               f"(max |Δ| {diff:.2e})", flush=True)
         return diff
 
     return on_rank0(check)
-
-
-def runtime_precision(cfg: LoraConfig) -> str:
-    from train.runtime import resolve_precision
-
-    return resolve_precision(cfg)
 
 
 def cli(argv: Sequence[str] | None = None) -> int:

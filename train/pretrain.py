@@ -16,7 +16,6 @@ tokenizer) that ``from_pretrained`` loads: ``export_dir`` (default ``OUTPUT_DIR/
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -97,7 +96,7 @@ def _run(cfg: PretrainConfig, stopper: Any) -> dict[str, Any]:
 
     from train import runtime
     from train.data import Collator, ResumableSampler, open_dataset
-    from train.tokenizer import check_vocab, load_tokenizer, save_tokenizer
+    from train.tokenizer import check_vocab, load_tokenizer
 
     tokenizer = load_tokenizer(cfg.tokenizer if cfg.tokenizer else cfg.model)
     runtime.init_distributed(cfg)
@@ -128,7 +127,7 @@ def _run(cfg: PretrainConfig, stopper: Any) -> dict[str, Any]:
         flops_per_token=runtime.flops_per_token(config, cfg.seq_length), peak_tflops=runtime.device_peak_tflops(cfg))
     result = runtime.train(trainer, cfg, stopper, saver)
     if result.status == "completed":
-        result.export = str(export(trainer, tokenizer, cfg, save_tokenizer))
+        result.export = str(export(trainer, tokenizer, cfg))
     if args.process_index == 0:
         print(f"[train.pretrain] {result.status} at step {result.step}"
               + (f"; model exported to {result.export}" if result.export else
@@ -136,24 +135,13 @@ def _run(cfg: PretrainConfig, stopper: Any) -> dict[str, Any]:
     return result.to_dict()
 
 
-def export(trainer: Any, tokenizer: Any, cfg: Any, save_tokenizer: Any) -> Path:
-    """The trained model as a plain HF checkpoint (safetensors + config + tokenizer), complete or absent.
-
-    Under ZeRO-3 every rank takes part (the 16-bit weights are gathered); rank 0 writes."""
-    from train.runtime import export_dir_swap, on_rank0
+def export(trainer: Any, tokenizer: Any, cfg: PretrainConfig) -> Path:
+    """The trained model as a plain HF checkpoint (safetensors + config + tokenizer), complete or absent."""
+    from train.runtime import export_model
+    from train.tokenizer import save_tokenizer
 
     final = Path(cfg.export_dir or Path(cfg.output_dir) / "final")
-    tmp = final.with_name(f".{final.name}.tmp")
-    on_rank0(shutil.rmtree, tmp, ignore_errors=True)  # what a killed export left behind
-    trainer.save_model(str(tmp))
-
-    def finish() -> None:
-        (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; the suite's artifacts hold none
-        save_tokenizer(tokenizer, tmp)
-        export_dir_swap(tmp, final)
-
-    on_rank0(finish)
-    return final
+    return export_model(trainer, final, lambda tmp: save_tokenizer(tokenizer, tmp))
 
 
 def cli(argv: Sequence[str] | None = None) -> int:

@@ -32,6 +32,8 @@ from typing import Any, Union
 import numpy as np
 from torch.utils.data import Dataset
 
+from train.files import read_json_object
+
 __all__ = [
     "IGNORE_INDEX",
     "InstructionDataError",
@@ -115,14 +117,8 @@ def load_template(name_or_path: PathLike) -> Template:
         if not path.is_file():
             known = sorted(p.stem for p in TEMPLATES_DIR.glob("*.json") if not p.stem.startswith("ie_"))
             raise TemplateError(f"unknown template {text!r} (no {path}; known: {', '.join(known)})")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise TemplateError(f"template file not found: {path}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise TemplateError(f"{path}: not a readable JSON template ({exc})") from exc
-    if not isinstance(data, dict):
-        raise TemplateError(f"{path}: expected a JSON object with prompt_input, prompt_no_input, response_split")
+    data = read_json_object(path, TemplateError, "template file", "JSON template",
+                            "a JSON object with prompt_input, prompt_no_input, response_split")
     known_keys = {"description", "prompt_input", "prompt_no_input", "response_split"}
     unknown = sorted(set(data) - known_keys)
     if unknown:

@@ -413,15 +413,27 @@ def train(trainer: SuiteTrainer, cfg: RunConfig, stopper: StopOnSignal, saver: C
                      resumed_from=start.step if start else None, metrics=dict(output.metrics))
 
 
-def export_dir_swap(tmp: Path, final: Path) -> None:
-    """Replace ``final`` with the finished ``tmp`` (rank 0, after every rank took part in the save)."""
-    if final.exists():
-        old = final.with_name(final.name + f".old-{os.getpid()}")
-        final.rename(old)
-        tmp.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(final)
+def export_model(trainer: SuiteTrainer, final: Path, finish: Any) -> Path:
+    """The trained model (or adapter) saved by the Trainer into a temporary folder next to ``final``
+    — under ZeRO-3 every rank takes part, the 16-bit weights being gathered — then completed by rank 0
+    with ``finish(tmp)`` (tokenizer, extras) and swapped in: complete or absent."""
+    tmp = final.with_name(f".{final.name}.tmp")
+    on_rank0(shutil.rmtree, tmp, ignore_errors=True)  # what a killed export left behind
+    trainer.save_model(str(tmp))
+
+    def complete() -> None:
+        (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; the suite's artifacts hold none
+        finish(tmp)
+        if final.exists():
+            old = final.with_name(final.name + f".old-{os.getpid()}")
+            final.rename(old)
+            tmp.rename(final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(final)
+
+    on_rank0(complete)
+    return final
 
 
 def run_fingerprint(cfg: RunConfig, **extra: Any) -> dict[str, Any]:
