@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from corpus import sentences
-from corpus.config import ConfigError
+from common.config import ConfigError
 from corpus.indexed import IndexedWriter, dtype_for_vocab, merge
 from corpus.pack import PackConfig, materialize, pack_ends
 from corpus.reader import Line, StreamError, expand_inputs, input_size, read_lines

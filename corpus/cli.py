@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from corpus.config import ConfigError, load_config
+from common.config import ConfigError, load_config
 
 
 def _build(args: argparse.Namespace) -> int:

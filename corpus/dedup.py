@@ -107,7 +107,7 @@ class DedupConfig:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], where: str = "<dedup>") -> "DedupConfig":
         """Build from a YAML mapping; unknown keys fail naming the key."""
-        from .config import from_dict
+        from common.config import from_dict
 
         return from_dict(cls, values, where)
 

@@ -8,7 +8,7 @@ reproducible and lets cheap rules (length, harmful keywords) run before the n-gr
 Units: zh counts *characters* (there are no spaces between Chinese words) and uses character
 n-grams; en counts whitespace-separated words and uses word n-grams, weighted by characters as in
 Gopher (Rae et al. 2021, appendix A). All thresholds live in :class:`QualityConfig`, loaded from YAML
-(``configs/corpus/filters.yaml`` ships the defaults) through :func:`corpus.config.load_config`, so an
+(``configs/corpus/filters.yaml`` ships the defaults) through :func:`common.config.load_config`, so an
 unknown key fails naming the key.
 
 Speed: n-gram statistics use numpy rolling hashes over code points / word ids rather than Python
@@ -28,7 +28,7 @@ from typing import Callable
 
 import numpy as np
 
-from .config import ConfigError, load_config
+from common.config import ConfigError, load_config
 
 __all__ = [
     "QualityConfig",

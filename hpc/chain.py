@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from corpus.config import ConfigError, from_dict, load_yaml
+from common.config import ConfigError, from_dict, load_yaml
 
 STAGES = ("tokenizer", "corpus", "pretrain", "lora", "recover", "generate", "report")
 GPU_STAGES = {"pretrain": "pretrain", "lora": "lora"}  # stage → job kind whose shape and entry it uses

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from corpus.config import ConfigError, load_config, load_yaml
+from common.config import ConfigError, load_config, load_yaml
 
 
 class EntryPointMissing(RuntimeError):

@@ -10,7 +10,7 @@ before anything reaches `sbatch`.
     part = profile.partition("gpu")               # ConfigError naming the known ones if unknown
     part.mem_mb, part.time_limit_min
 
-Loaded with corpus.config's rules: `yaml.safe_load`, unknown keys and wrong types rejected with the
+Loaded with common.config's rules: `yaml.safe_load`, unknown keys and wrong types rejected with the
 file and the key path (`cama_3x8v100.yaml: partitions.gpu: unknown key 'gpu_per_node' …`).
 """
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from corpus.config import ConfigError, from_dict, load_yaml
+from common.config import ConfigError, from_dict, load_yaml
 
 PROFILE_DIR = Path(__file__).resolve().parent.parent / "configs" / "cluster"
 # The profile used when neither --cluster nor $CAMA_CLUSTER names one: the local dev cluster, so that

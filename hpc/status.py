@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
-from corpus.config import ConfigError
+from common.config import ConfigError
 
 REGISTRY_NAME = "submitted.jsonl"
 SACCT_FIELDS = ("JobID", "State", "ExitCode", "Elapsed", "NodeList", "JobName")  # JobName last: may hold '|'

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import hpc
-from corpus.config import ConfigError
+from common.config import ConfigError
 from hpc import jobs
 from hpc.jobs import EntryPointMissing, JobKind
 from hpc.profiles import Partition, Profile, format_minutes, load_profile, parse_time_min

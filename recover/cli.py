@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from corpus.config import ConfigError, load_config
+from common.config import ConfigError, load_config
 from recover.errors import IntegrityError, RecoverError
 
 

@@ -17,7 +17,7 @@ import pytest
 from conftest import ROOT, SAMPLES
 from corpus import sentences
 from corpus.build import BuildConfig, build, merge_shards, sentence_token_ends
-from corpus.config import ConfigError, load_config
+from common.config import ConfigError, load_config
 from corpus.indexed import IndexedReader, validate
 from corpus.reader import InputError
 from corpus.tokenizer import Tokenizer

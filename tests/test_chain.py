@@ -79,7 +79,7 @@ def test_pipeline_on_slurm_as_dependent_jobs_then_rerun_here_skips_every_stage(s
 
 
 def test_bad_pipeline_configs_fail_before_anything_runs(tmp_path):
-    from corpus.config import ConfigError
+    from common.config import ConfigError
     from hpc import chain, submit
 
     bad = small_pipeline(tmp_path, pretrain={"config": str(ROOT / "configs/tiny/pretrain.yaml"), "max_step": 3})
@@ -97,7 +97,7 @@ def test_bad_pipeline_configs_fail_before_anything_runs(tmp_path):
 
 
 def test_a_batch_that_does_not_split_over_the_ranks_is_refused_at_planning(tmp_path):
-    from corpus.config import ConfigError
+    from common.config import ConfigError
     from hpc import submit
 
     # LoRA's batch 4 over micro batch 2 × 8 ranks (a full dev-cluster node) cannot be split.

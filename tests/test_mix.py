@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from corpus.config import ConfigError
+from common.config import ConfigError
 from corpus.indexed import IndexedWriter
 from corpus.mix import MixConfig, MixSource, build_mix, draw, interleave, load_mix, load_mix_config
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from corpus.config import ConfigError
+from common.config import ConfigError
 from corpus.indexed import validate
 from corpus.pipeline import GLOBAL_GROUP, _split_units, load_pipeline_config, run_pipeline
 

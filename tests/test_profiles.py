@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from corpus.config import ConfigError
+from common.config import ConfigError
 from hpc.profiles import (
     Partition,
     available_profiles,

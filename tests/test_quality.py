@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from corpus.config import ConfigError
+from common.config import ConfigError
 from corpus.quality import (
     RULE_NAMES,
     QualityConfig,

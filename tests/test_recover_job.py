@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from corpus.config import ConfigError, load_config
+from common.config import ConfigError, load_config
 from hpc import jobs, submit as hs
 from recover.apply import ApplyConfig
 from recover.diff import MakeDiffConfig, make_diff

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from corpus.config import ConfigError, load_config
+from common.config import ConfigError, load_config
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 OFFLOADS = ("none", "optimizer", "all")

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from corpus.config import ConfigError
+from common.config import ConfigError
 from train.config import RunConfig, TrainError, run_cli
 
 CAMA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]

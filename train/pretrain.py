@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from corpus.config import ConfigError
+from common.config import ConfigError
 from train.config import RunConfig, TrainError, run_cli
 
 

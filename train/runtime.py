@@ -34,7 +34,7 @@ import torch
 import transformers
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from corpus.config import ConfigError
+from common.config import ConfigError
 from train import checkpoint as ckpt
 from train.config import RunConfig, TrainError
 from train.data import ResumableSampler
