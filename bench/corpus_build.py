@@ -19,7 +19,6 @@ from /proc, plus the getrusage ru_maxrss of the waited build tree). Figures only
 
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing as mp
 import os
@@ -35,6 +34,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+sys.path.insert(0, str(REPO))
+
+from common.cli import Parser  # noqa: E402
 CACHE = HERE / ".cache"
 GEN = HERE / "gen_corpus.py"
 
@@ -337,7 +339,7 @@ def _fail(res: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = Parser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small inputs (20 MB / 80 MB): a smoke test")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--mb", type=float, help="1x input in 10^6 bytes of text (default 200, quick 20)")

@@ -1,6 +1,6 @@
 """Near-duplicate removal benchmark: throughput, memory, and recall/precision against planted pairs.
 
-    python bench/dedup.py [--docs 100000] [--quick] [--seed 0] [--sample 300]
+    python bench/dedup.py [--docs 100000] [--quick] [--seed 0] [--sample 300] [--brute 300]
 
 Builds ``--docs`` generated documents (zh 60 % / en 40 %, cut to ≤ 2 KB, from bench/gen_corpus.py's
 samplers) of which about a fifth are planted near-duplicates: a copy of a distinct base document
@@ -9,25 +9,27 @@ target in {0.5, 0.7, 0.8, 0.9, 0.95}; the true Jaccard actually reached is measu
 Then, per process:
 
 * signatures (corpus.minhash.signatures): docs/s and MB/s, per language and overall;
-* our LSH (16 × 8 bands, corpus.dedup.candidate_pairs) + verification + union-find;
+* the dedup flow corpus.pipeline runs, on those signatures: ``--shards`` prepare shards written with
+  ``ShardWriter`` (records dealt out in blocks, as a one-file source is), exact dedup over them, band
+  tasks over the memory-mapped shards (``ShardGroup``, 1 and ``--band-tasks`` tasks, each reading only
+  its bands' columns: 16 × 8 bands) and the clustering step (verification + union-find) — seconds per
+  step, and whether 1 and ``--band-tasks`` band tasks give the same clusters;
 * datasketch ``MinHashLSH(threshold=0.8, num_perm=128)`` insert and query of ``LeanMinHash``
   built from our signatures (datasketch's own band optimum) — docs/s;
 * baseline: datasketch classic ``MinHash(num_perm=128)`` + ``update`` per shingle on a ``--sample``
   of documents, beside our signatures on the same sample, with the ratio;
-* the scale-out flow of corpus.pipeline on the same signatures: ``--shards`` signature shards written
-  with ``ShardWriter`` (records dealt out in blocks, as a one-file source is), then band tasks over
-  the memory-mapped shards (``ShardGroup``, 1 and ``--band-tasks`` tasks, each reading only its
-  bands' columns) and the clustering step — seconds per step, and whether the clusters equal the
-  in-memory run's;
 * peak RSS (ru_maxrss);
 * recall: planted pairs with true J ≥ 0.9 that end in one cluster (target ≥ 0.95), also by J bucket;
 * precision: reported (verified) pairs whose true J ≥ 0.8 (target ≥ 0.95), and dropped documents
-  whose true J with their kept document is ≥ 0.8.
+  whose true J with their kept document is ≥ 0.8;
+* brute force: on ``--brute`` documents (half of them members of planted pairs), the exact Jaccard of
+  every pair of shingle sets against what the flow, run on those documents alone, decided: the pairs
+  at true J ≥ 0.9 it put in one cluster (recall), the dropped documents whose true J with their kept
+  one is ≥ 0.8 (precision), and the pairs it clustered below true J 0.5 (only through transitive links).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import resource
 import sys
@@ -40,9 +42,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from corpus.dedup import (DedupConfig, ShardGroup, ShardWriter, band_params, candidate_pairs,  # noqa: E402
-                          cluster, datasketch_lsh, exact_key, group_band_pairs, group_representatives,
-                          lean_minhash, split_bands, verify_pairs)
+from common.cli import Parser  # noqa: E402
+from corpus.dedup import (DedupConfig, ShardGroup, ShardWriter, band_params, datasketch_lsh,  # noqa: E402
+                          exact_key, group_band_pairs, group_representatives, lean_minhash, split_bands,
+                          verify_pairs)
 from corpus.minhash import shingle_hashes, signatures, true_jaccard  # noqa: E402
 
 LEVELS = (0.5, 0.7, 0.8, 0.9, 0.95)
@@ -113,9 +116,12 @@ def datasketch_baseline(texts: list[str], lang: str, cfg, batch: bool = False) -
     return time.perf_counter() - t0
 
 
-def sharded_flow(texts: list[str], sigs: np.ndarray, lang: str, cfg: DedupConfig, rep: np.ndarray,
-                 shards: int, band_tasks: int, block: int = 1000) -> dict:
-    """corpus.pipeline's prepare-shard → band-task → cluster steps on these signatures."""
+def sharded_flow(texts: list[str], sigs: np.ndarray, lang: str, cfg: DedupConfig, shards: int,
+                 band_tasks: int, block: int = 1000) -> dict:
+    """corpus.pipeline's prepare-shard → band-task → cluster steps on these signatures.
+
+    Returns the figures and ``rep`` (each document's kept document: itself when kept), ``verified``
+    (the document pairs that passed verification) and ``candidates`` (how many band pairs there were)."""
     import tempfile
 
     out: dict = {"shards": shards}
@@ -139,19 +145,60 @@ def sharded_flow(texts: list[str], sigs: np.ndarray, lang: str, cfg: DedupConfig
         uniq = group.exact_unique() if cfg.exact else np.arange(group.n)
         out["exact_s"] = time.perf_counter() - t
         b, _ = band_params(cfg)
+        reps = {}
         for ntasks in sorted({1, band_tasks}):
             t = time.perf_counter()
             parts = [group_band_pairs(group, uniq, rng, cfg) for rng in split_bands(b, ntasks)]
             bands_s = time.perf_counter() - t
             t = time.perf_counter()
-            rep_s = group_representatives(group, uniq, parts, cfg)
+            reps[ntasks] = group_representatives(group, uniq, parts, cfg)
             cluster_s = time.perf_counter() - t
-            full = np.arange(len(texts))
-            full[uniq] = uniq[rep_s]
-            same = len(uniq) == len(texts) and np.array_equal(full, rep)
-            out[f"tasks_{ntasks}"] = {"bands_s": bands_s, "per_task_s": bands_s / ntasks, "cluster_s": cluster_s,
-                                      "identical_to_in_memory": bool(same)}
+            out[f"tasks_{ntasks}"] = {"bands_s": bands_s, "per_task_s": bands_s / ntasks, "cluster_s": cluster_s}
+            if ntasks == 1:
+                pairs = np.unique(np.concatenate([p for p in parts if len(p)] or [np.zeros((0, 2), np.int64)]), axis=0)
+                verified = verify_pairs(group.view(uniq), pairs, min(1.0, cfg.threshold + cfg.verify_margin)) \
+                    if cfg.verify and len(pairs) else pairs
+                out["candidates"] = len(pairs)
+                out["verified"] = uniq[verified]
+        out["same_clusters_across_band_tasks"] = bool(np.array_equal(reps[1], reps[band_tasks]))
+        # Each document's kept document: exact copies follow their first copy into its cluster.
+        first: dict[bytes, int] = {}
+        owner = np.arange(len(texts))
+        owner[uniq] = uniq[reps[1]]
+        rep = np.array([owner[first.setdefault(key, i)] for i, key in enumerate(keys)], dtype=np.int64)
+        out["rep"] = rep if cfg.exact else owner
     return out
+
+
+def brute_force_check(texts: list[str], lang: str, cfg: DedupConfig, plants: list[tuple[int, int, float, float]],
+                      size: int, rng: np.random.Generator) -> dict:
+    """The flow on ``size`` documents against the exact Jaccard of every pair of them."""
+    members = [i for a, c, _, _ in plants[: size // 4] for i in (a, c)]
+    rest = np.setdiff1d(np.arange(len(texts)), members)
+    pick = sorted(set(members) | set(rng.choice(rest, size=max(0, min(size - len(set(members)), len(rest))),
+                                                replace=False).tolist()))
+    sample = [texts[i] for i in pick]
+    t = time.perf_counter()
+    shingles = [shingle_hashes(x, lang, cfg) for x in sample]
+    n = len(sample)
+    exact = np.zeros((n, n))
+    for i in range(n):
+        for j in range(i + 1, n):
+            exact[i, j] = exact[j, i] = true_jaccard(shingles[i], shingles[j])
+    brute_s = time.perf_counter() - t
+    rep = sharded_flow(sample, signatures(sample, lang, cfg), lang, cfg, shards=2, band_tasks=3, block=7)["rep"]
+    i, j = np.triu_indices(n, 1)
+    same = rep[i] == rep[j]
+    high = exact[i, j] >= 0.9
+    dropped = np.flatnonzero(rep != np.arange(n))
+    return {
+        "docs": n, "pairs": len(i), "brute_force_s": brute_s,
+        "pairs_J>=0.9": int(high.sum()),
+        "recall_J>=0.9": float(same[high].mean()) if high.any() else 1.0,
+        "dropped": len(dropped),
+        "precision_dropped": float((exact[dropped, rep[dropped]] >= 0.8).mean()) if len(dropped) else 1.0,
+        "clustered_pairs_J<0.5": int((same & (exact[i, j] < 0.5)).sum()),
+    }
 
 
 def rss_mb() -> float:
@@ -159,7 +206,7 @@ def rss_mb() -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = Parser(description=__doc__.splitlines()[0])
     ap.add_argument("--docs", type=int, default=100_000)
     ap.add_argument("--quick", action="store_true", help="10k documents, small baseline sample")
     ap.add_argument("--seed", type=int, default=0)
@@ -167,11 +214,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plant-frac", type=float, default=0.2)
     ap.add_argument("--margin", type=float, default=None, help="override DedupConfig.verify_margin")
     ap.add_argument("--json", default=None, help="also write the figures here")
-    ap.add_argument("--shards", type=int, default=4, help="signature shards for the scale-out flow")
-    ap.add_argument("--band-tasks", type=int, default=4, help="band tasks for the scale-out flow")
+    ap.add_argument("--shards", type=int, default=4, help="prepare shards of the dedup flow")
+    ap.add_argument("--band-tasks", type=int, default=4, help="band tasks of the dedup flow")
+    ap.add_argument("--brute", type=int, default=300, help="documents per language for the brute-force check")
     args = ap.parse_args(argv)
     if args.quick:
-        args.docs, args.sample = 10_000, 100
+        args.docs, args.sample, args.brute = 10_000, 100, 200
     cfg = DedupConfig() if args.margin is None else DedupConfig(verify_margin=args.margin)
     rng = np.random.default_rng(args.seed)
     import gen_corpus as g
@@ -216,13 +264,9 @@ def main(argv: list[str] | None = None) -> int:
         sigs = signatures(texts, lang, cfg)
         sig_s = time.perf_counter() - t
         sig_s_total += sig_s
-        t = time.perf_counter()
-        pairs = candidate_pairs(sigs, None, cfg)
-        band_s = time.perf_counter() - t
-        t = time.perf_counter()
-        ver = verify_pairs(sigs, pairs, min(1.0, cfg.threshold + cfg.verify_margin))
-        rep = cluster(len(texts), ver)
-        clus_s = time.perf_counter() - t
+        flow = sharded_flow(texts, sigs, lang, cfg, args.shards, args.band_tasks)
+        rep, ver = flow.pop("rep"), flow.pop("verified")
+        band_s, clus_s = flow["tasks_1"]["bands_s"], flow["tasks_1"]["cluster_s"]
         # datasketch MinHashLSH with LeanMinHash from our signatures
         t = time.perf_counter()
         lsh = datasketch_lsh(sigs, cfg, params=False)
@@ -271,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         L = {
             "docs": n, "mb": mb,
             "sig_docs_s": n / sig_s, "sig_mb_s": mb / sig_s,
-            "bands_docs_s": n / band_s, "candidates": len(pairs), "verified": len(ver),
+            "bands_docs_s": n / band_s, "candidates": flow["candidates"], "verified": len(ver),
             "verify_cluster_s": clus_s,
             "ds_lsh_params": ds_params, "ds_insert_docs_s": n / ins_s, "ds_query_docs_s": n / q_s,
             "ds_query_hits": nq,
@@ -282,12 +326,14 @@ def main(argv: list[str] | None = None) -> int:
             "baseline_batch_mb_s": smb / batch_s, "ratio_vs_datasketch_batch": batch_s / ours_sample_s,
             "precision_pairs_J>=0.75": float((tj >= 0.75).mean()) if len(tj) else 1.0,
         }
-        L["sharded"] = sharded_flow(texts, sigs, lang, cfg, rep, args.shards, args.band_tasks)
+        L["sharded"] = flow
+        L["brute_force"] = bf = brute_force_check(texts, lang, cfg, pl, args.brute, rng)
         res["lang"][lang] = L
         print(f"\n[{lang}] {n} docs, {mb:.1f} MB")
         print(f"  signatures          {n / sig_s:10.0f} docs/s  {mb / sig_s:7.1f} MB/s  (1 process)")
-        print(f"  our LSH {b}x{r} bands   {n / band_s:10.0f} docs/s  -> {len(pairs)} candidate pairs,"
-              f" {len(ver)} verified (J_est >= {cfg.threshold + cfg.verify_margin:.2f}); verify+union-find {clus_s:.2f} s")
+        print(f"  our LSH {b}x{r} bands   {n / band_s:10.0f} docs/s  -> {flow['candidates']} candidate pairs,"
+              f" {len(ver)} verified (J_est >= {cfg.threshold + cfg.verify_margin:.2f}); verify+union-find {clus_s:.2f} s"
+              f"  (1 band task over {args.shards} memory-mapped shards)")
         print(f"  datasketch LSH {ds_params[0]}x{ds_params[1]} insert {n / ins_s:8.0f} docs/s,"
               f" query {n / q_s:8.0f} docs/s  (LeanMinHash from our signatures)")
         print(f"  baseline datasketch MinHash(128)+update on {len(sample)} docs: {smb / base_s:6.2f} MB/s;"
@@ -302,8 +348,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  scale-out flow: exact keys {sf['exact_keys_s']:.2f} s, {sf['shards']} shards written in"
               f" {sf['write_s']:.2f} s, exact dedup over them {sf['exact_s']:.2f} s; " + "; ".join(
                   f"{k.split('_')[1]} band task(s) {v['bands_s']:.2f} s ({v['per_task_s']:.2f} s each),"
-                  f" cluster {v['cluster_s']:.2f} s, same clusters: {v['identical_to_in_memory']}"
-                  for k, v in sf.items() if k.startswith("tasks_")))
+                  f" cluster {v['cluster_s']:.2f} s" for k, v in sf.items() if k.startswith("tasks_"))
+              + f"; same clusters whatever the band tasks: {sf['same_clusters_across_band_tasks']}")
+        print(f"  brute force on {bf['docs']} docs ({bf['pairs']:,} pairs, exact Jaccard in {bf['brute_force_s']:.1f} s):"
+              f" recall at true J >= 0.9 {bf['recall_J>=0.9']:.4f} ({bf['pairs_J>=0.9']} pairs),"
+              f" dropped docs with true J >= 0.8 to kept {bf['precision_dropped']:.4f} ({bf['dropped']}),"
+              f" clustered pairs below true J 0.5 (transitive links): {bf['clustered_pairs_J<0.5']}")
     res["recall_J>=0.9"] = float(np.mean(all_rec)) if all_rec else 1.0
     res["precision_pairs"] = all_prec_ok / max(1, all_prec_n)
     res["sig_mb_s_overall"] = total_mb / sig_s_total

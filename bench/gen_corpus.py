@@ -487,7 +487,9 @@ def generate(out: str | os.PathLike, mb: float, seed: int = 0, procs: int | None
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    # Not common.cli.Parser: this script runs standalone, without the repository on the path; the same
+    # rule all the same (no abbreviations).
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     ap.add_argument("--out", required=True, help="output directory")
     ap.add_argument("--mb", type=float, default=200.0, help="text to write, in 10^6 bytes (default 200)")
     ap.add_argument("--seed", type=int, default=0)

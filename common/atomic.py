@@ -175,3 +175,21 @@ def atomic_dir(target: str | os.PathLike, replace: bool = False) -> Iterator[Pat
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def replace_dir(tmp: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Swap a finished temporary folder in as ``target`` (an existing one is moved aside, then deleted).
+
+    For a folder several processes fill before one of them completes it (a ZeRO-3 export), where
+    :func:`atomic_dir`'s single ``with`` block cannot span the writers; name the temporary
+    ``TARGET.tmp-<pid>`` so :func:`remove_stale_temps` clears it after a crash."""
+    tmp, target = Path(tmp), Path(target)
+    if target.exists():
+        old = target.parent / f"{target.name}.old-{os.getpid()}"
+        os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, target)
+    fsync_dir(target.parent)
+    return target

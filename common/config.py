@@ -214,12 +214,24 @@ def parse_set(text: str) -> tuple[list[str | int], Any]:
     return path, value
 
 
+def _structured(tp: Any, step: str | int) -> Any:
+    """The one member of a union that a key (str) or an index (int) can step into: ``ModelConfig`` in
+    ``ModelConfig | str | None``; None when there is none or more than one."""
+    def fits(a: Any) -> bool:
+        origin = typing.get_origin(a)
+        if isinstance(step, int):
+            return origin in (list, tuple)
+        return (dataclasses.is_dataclass(a) and isinstance(a, type)) or origin in (dict, Mapping) or a is dict
+    members = [a for a in typing.get_args(tp) if a is not type(None) and fits(a)]
+    return members[0] if len(members) == 1 else None
+
+
 def _field_type(tp: Any, step: str | int) -> Any:
     """The annotation one step below ``tp`` (a dataclass field, a list item, a dict value), or Any."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        inner = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _field_type(inner[0], step) if len(inner) == 1 else Any
+        inner = _structured(tp, step)
+        return _field_type(inner, step) if inner is not None else Any
     if isinstance(step, int):
         return typing.get_args(tp)[0] if origin in (list, tuple) and typing.get_args(tp) else Any
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
@@ -233,9 +245,9 @@ def _field_type(tp: Any, step: str | int) -> Any:
 def _check_step(tp: Any, step: str | int, text: str, done: str) -> None:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        inner = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(inner) == 1:
-            _check_step(inner[0], step, text, done)
+        inner = _structured(tp, step)
+        if inner is not None:
+            _check_step(inner, step, text, done)
         return
     if isinstance(step, str) and dataclasses.is_dataclass(tp) and isinstance(tp, type):
         names = [f.name for f in dataclasses.fields(tp) if f.init]

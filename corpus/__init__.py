@@ -3,6 +3,7 @@
 The public face; ``python -m corpus --help`` is the command line.
 """
 
+from corpus.identity import check_tokenizer, recorded_tokenizer_sha256
 from corpus.indexed import IndexedReader, IndexedWriter, merge, validate
 from corpus.pack import PackConfig, pack
 from corpus.sentences import sentence_ends, split
@@ -13,8 +14,10 @@ __all__ = [
     "IndexedWriter",
     "PackConfig",
     "Tokenizer",
+    "check_tokenizer",
     "merge",
     "pack",
+    "recorded_tokenizer_sha256",
     "sentence_ends",
     "split",
     "train_tokenizer",

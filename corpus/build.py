@@ -12,8 +12,7 @@ truncated compressed file ends that file, counted, and the build goes on.
 
 from __future__ import annotations
 
-import hashlib
-import json
+import dataclasses
 import multiprocessing as mp
 import os
 import sys
@@ -26,9 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from corpus import sentences
-from common.config import ConfigError
-from corpus.indexed import IndexedWriter, dtype_for_vocab, merge
+from common.atomic import write_json
+from common.errors import ConfigError
+from common.jsonl import parse_json
+from common.markers import file_sha256, fingerprint, read_marker
+from corpus import identity, sentences
+from corpus.errors import CorpusError, TokenizerMismatchError
+from corpus.indexed import IndexedWriter, IndexStats, dtype_for_vocab, merge, remove_stale_temps
 from corpus.pack import PackConfig, materialize, pack_ends
 from corpus.reader import Line, StreamError, expand_inputs, input_size, read_lines
 from corpus.tokenizer import Tokenizer
@@ -122,7 +125,9 @@ class BatchResult:
 
 
 class DocumentError(Exception):
-    """A record that cannot become a document; ``reason`` is the counter's name."""
+    """A record that cannot become a document; ``reason`` is the counter's name.
+
+    Not a user error: a build counts and skips such records, it never stops for one."""
 
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(detail or reason)
@@ -139,8 +144,8 @@ def parse_record(data: bytes, text_field: str, lang_field: str | None, default_l
     except UnicodeDecodeError as exc:
         raise DocumentError("invalid_utf8", str(exc)) from None
     try:
-        record = json.loads(line)
-    except json.JSONDecodeError as exc:
+        record = parse_json(line)   # a ValueError for any bad line, a few thousand "[" included
+    except ValueError as exc:
         raise DocumentError("invalid_json", str(exc)) from None
     if not isinstance(record, dict):
         raise DocumentError("not_an_object", type(record).__name__)
@@ -307,25 +312,16 @@ def run_ordered(work: Iterable[tuple[list[Line], int]], cfg: BuildConfig) -> Ite
             yield res.get(), sz
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def report_path(prefix: str | os.PathLike) -> Path:
     return Path(str(prefix) + ".json")
 
 
 def _fingerprint(cfg: BuildConfig, files: list[Path], tokenizer_sha: str) -> str:
-    ident = {
+    return fingerprint({
         "config": cfg.output_identity(),
         "tokenizer_sha256": tokenizer_sha,
         "inputs": [(str(p), os.path.getsize(p), os.stat(p).st_mtime_ns) for p in files],
-    }
-    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
+    })
 
 
 def shard_prefix(output: str | os.PathLike, index: int, num_shards: int) -> Path:
@@ -359,10 +355,12 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
         out = shard_prefix(cfg.output, cfg.shard, cfg.num_shards)
     tok = Tokenizer(cfg.tokenizer)  # fail on a bad tokenizer before any worker starts
     tokenizer_sha = file_sha256(cfg.tokenizer)
-    fingerprint = _fingerprint(cfg, files, tokenizer_sha)
+    fp = _fingerprint(cfg, files, tokenizer_sha)
     out.parent.mkdir(parents=True, exist_ok=True)
-    existing = _read_report(out)
-    if not cfg.force and existing and existing.get("fingerprint") == fingerprint and _outputs_exist(out):
+    remove_stale_temps(out)   # a killed run's .bin/.idx temporaries: never reused, never left behind
+    # The report is the build's completion marker: written last, it vouches for the .bin/.idx.
+    existing = read_marker(report_path(out), fp)
+    if not cfg.force and existing and _outputs_exist(out):
         existing["skipped_rebuild"] = True
         return existing
 
@@ -379,7 +377,7 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
                     bar.update(size)
                     bar.set_postfix_str(tally.progress(time.time() - started), refresh=False)
             if tally.counts["documents"] == 0 and cfg.shard is None:
-                raise ValueError(f"no document survived from {len(files)} input file(s); "
+                raise CorpusError(f"no document survived from {len(files)} input file(s); "
                                  f"skipped: {dict(tally.skipped) or 'none'}")
             stats = writer.finalize()
     finally:
@@ -404,8 +402,8 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
         "sentences_cut": tally.counts["sentences_cut"],
         "skipped": dict(sorted(tally.skipped.items())),
     }
-    report = _report(cfg, out, counts, tally.examples, tok.vocab_size, tokenizer_sha, fingerprint, seconds)
-    _write_json(report_path(out), report)
+    report = _report(cfg, out, counts, tally.examples, tok.vocab_size, tokenizer_sha, fp, seconds)
+    write_json(report_path(out), report)
     return report
 
 
@@ -417,13 +415,16 @@ def merge_shards(cfg: BuildConfig, num_shards: int) -> dict[str, Any]:
     """
     started = time.time()
     prefixes = [shard_prefix(cfg.output, i, num_shards) for i in range(num_shards)]
-    reports = [_read_report(p) for p in prefixes]
+    reports = [read_marker(report_path(p)) for p in prefixes]
     missing = [str(p) for p, r in zip(prefixes, reports) if r is None or not _outputs_exist(p)]
     if missing:
-        raise ValueError(f"{len(missing)} of {num_shards} shards are not complete: {', '.join(missing)}")
+        raise CorpusError(f"{len(missing)} of {num_shards} shards are not complete: {', '.join(missing)}")
     shas = {r["tokenizer"]["sha256"] for r in reports}
     if len(shas) != 1:
-        raise ValueError(f"shards of {cfg.output} were built with different tokenizers")
+        listing = "; ".join(f"{p}: {r['tokenizer']['sha256']} ({r['tokenizer']['path']})" for p, r in zip(prefixes, reports))
+        raise TokenizerMismatchError(f"shards of {cfg.output} were built with different tokenizers "
+                                     f"(sha256 per shard: {listing})")
+    remove_stale_temps(cfg.output)
     merge([str(p) for p in prefixes], cfg.output)
     counts = _sum_counts([r["counts"] for r in reports])
     examples: dict[str, list[str]] = {}
@@ -431,13 +432,29 @@ def merge_shards(cfg: BuildConfig, num_shards: int) -> dict[str, Any]:
         for reason, where in r.get("skipped_examples", {}).items():
             kept = examples.setdefault(reason, [])
             kept.extend(where[:EXAMPLES_PER_REASON - len(kept)])
-    fingerprint = hashlib.sha256("".join(r["fingerprint"] for r in reports).encode()).hexdigest()
     report = _report(cfg, Path(cfg.output), counts, examples, reports[0]["tokenizer"]["vocab_size"],
-                     shas.pop(), fingerprint, time.time() - started)
+                     shas.pop(), fingerprint(*(r["fingerprint"] for r in reports)), time.time() - started)
     report["shards"] = [str(p) for p in prefixes]
     report["run"]["build_seconds"] = round(sum(r["run"]["seconds"] for r in reports), 3)
-    _write_json(report_path(cfg.output), report)
+    write_json(report_path(cfg.output), report)
     return report
+
+
+def merge_datasets(prefixes: list[str], output: str | os.PathLike) -> IndexStats:
+    """``corpus merge``: concatenate built datasets in order, refusing ones built with different
+    tokenizers; ``OUTPUT.json`` records the inputs and their tokenizer (None when none records one)."""
+    if not prefixes:
+        raise CorpusError("merge needs at least one input prefix")
+    tokenizer = identity.common_tokenizer(prefixes, "inputs of the merge")
+    remove_stale_temps(output)
+    stats = merge(prefixes, output)
+    write_json(report_path(output), {
+        "output": {"prefix": str(output), "bin": f"{output}.bin", "idx": f"{output}.idx"},
+        "merged_from": [str(p) for p in prefixes],
+        "tokenizer": tokenizer,
+        "stats": dataclasses.asdict(stats),
+    })
+    return stats
 
 
 def _write_batch(writer: IndexedWriter, result: BatchResult) -> None:
@@ -465,7 +482,7 @@ def _sum_counts(all_counts: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _report(cfg: BuildConfig, out: Path, counts: dict[str, Any], examples: dict[str, list[str]], vocab_size: int,
-            tokenizer_sha: str, fingerprint: str, seconds: float) -> dict[str, Any]:
+            tokenizer_sha: str, fp: str, seconds: float) -> dict[str, Any]:
     return {
         "output": {"prefix": str(out), "bin": f"{out}.bin", "idx": f"{out}.idx",
                    "dtype": np.dtype(dtype_for_vocab(vocab_size)).name},
@@ -473,7 +490,7 @@ def _report(cfg: BuildConfig, out: Path, counts: dict[str, Any], examples: dict[
         "skipped_examples": dict(sorted(examples.items())),
         "tokenizer": {"path": str(cfg.tokenizer), "sha256": tokenizer_sha, "vocab_size": vocab_size},
         "config": asdict(cfg),
-        "fingerprint": fingerprint,
+        "fingerprint": fp,
         "run": {"seconds": round(seconds, 3), "workers": cfg.workers,
                 "docs_per_s": round(counts["records"] / seconds, 1) if seconds else None,
                 "mb_per_s": round(counts["text_bytes"] / seconds / 1e6, 2) if seconds else None},
@@ -482,19 +499,6 @@ def _report(cfg: BuildConfig, out: Path, counts: dict[str, Any], examples: dict[
 
 def _outputs_exist(prefix: Path) -> bool:
     return Path(str(prefix) + ".bin").is_file() and Path(str(prefix) + ".idx").is_file()
-
-
-def _read_report(prefix: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(report_path(prefix).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + f".tmp.{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _progress(cfg: BuildConfig, total: int | None):

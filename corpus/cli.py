@@ -1,20 +1,24 @@
-"""``python -m corpus``: build, train-tokenizer, inspect, validate, merge.
+"""``python -m corpus``: build, merge-shards, mix, report, train-tokenizer, inspect, validate, merge.
 
-Errors a user can act on (bad config, missing input, corrupt index) are caught here, once, and
-printed as one line on stderr with exit status 2.
+Errors a user can act on (bad config, missing input, corrupt index, a tokenizer other than the
+data's) are caught once, by :func:`common.cli.run`, and printed as one line on stderr,
+``corpus: error: …``, with exit status 2. The sub-commands that take a config (build, merge-shards,
+mix) also take ``--set KEY=VALUE`` and ``--print-config``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
 import numpy as np
 
-from common.config import ConfigError, load_config
+from common.cli import Parser, add_config_options, config_from_args, print_config, run
+from common.errors import ConfigError, InputDataError
+from common.jsonl import read_json_object
+
+PROG = "corpus"
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -24,7 +28,9 @@ def _build(args: argparse.Namespace) -> int:
     if args.config and is_pipeline_config(args.config):
         # A `sources:` list: the raw-source build (read → clean → filter → dedup → pack → mix).
         cfg = load_pipeline_config(args.config, {"tokenizer": args.tokenizer, "workers": args.workers,
-                                                 "output_dir": args.output})
+                                                 "output_dir": args.output}, args.set)
+        if args.print_config:
+            return print_config(cfg)
         print(format_pipeline_report(run_pipeline(cfg)))
         return 0
 
@@ -43,7 +49,9 @@ def _build(args: argparse.Namespace) -> int:
         "shard": args.shard,
         "num_shards": args.num_shards,
     }
-    cfg = load_config(BuildConfig, args.config, overrides)
+    cfg = config_from_args(BuildConfig, args, overrides)
+    if args.print_config:
+        return print_config(cfg)
     report = build(cfg)
     if report.get("skipped_rebuild"):
         print(f"{cfg.output}: up to date (same inputs, tokenizer and config); --force rebuilds", file=sys.stderr)
@@ -54,7 +62,9 @@ def _build(args: argparse.Namespace) -> int:
 def _merge_shards(args: argparse.Namespace) -> int:
     from corpus.build import BuildConfig, merge_shards
 
-    cfg = load_config(BuildConfig, args.config, {"output": args.output})
+    cfg = config_from_args(BuildConfig, args, {"output": args.output})
+    if args.print_config:
+        return print_config(cfg)
     print(format_report(merge_shards(cfg, args.num_shards)))
     return 0
 
@@ -69,8 +79,12 @@ def _report(args: argparse.Namespace) -> int:
 def _mix(args: argparse.Namespace) -> int:
     from corpus.mix import build_mix, load_mix_config
 
-    report = build_mix(load_mix_config(args.config, {"output": args.output, "seed": args.seed}))
-    print(f"{report['samples']:,} samples, {report['tokens']:,} tokens, seed {report['seed']}")
+    cfg = load_mix_config(args.config, {"output": args.output, "seed": args.seed}, args.set)
+    if args.print_config:
+        return print_config(cfg)
+    report = build_mix(cfg)
+    print(f"{report['samples']:,} samples, {report['tokens']:,} tokens, seed {report['seed']}"
+          + (f", tokenizer sha256 {report['tokenizer_sha256']}" if report.get("tokenizer_sha256") else ""))
     for s in report["sources"]:
         print(f"  {s['name']:<12} {s['samples']:>12,} samples of {s['sequences']:>12,} "
               f"({s['epochs']:.2f} epochs)  token share {s['token_share']:.1%}")
@@ -106,8 +120,11 @@ def _train_tokenizer(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
+    from corpus.identity import check_tokenizer
     from corpus.indexed import IndexedReader
 
+    if args.tokenizer:
+        check_tokenizer(args.prefix, args.tokenizer)   # decoding with another tokenizer prints nonsense
     with IndexedReader(args.prefix) as reader:
         lengths = np.asarray(reader.sequence_lengths)
         print(f"{args.prefix}: {reader.num_documents} documents, {len(reader)} sequences, "
@@ -117,7 +134,7 @@ def _inspect(args: argparse.Namespace) -> int:
                   f"mean {lengths.mean():.1f}, max {lengths.max()}")
             print(length_histogram(lengths, args.bins))
         report = _sidecar_report(args.prefix)
-        if report and not args.no_report:
+        if report and "counts" in report and not args.no_report:
             print(format_report(report))
         for k in args.decode:
             tokens = reader[k]
@@ -133,33 +150,48 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from corpus.indexed import validate
+    from corpus.identity import check_tokenizer
+    from corpus.indexed import stale_temps, validate
 
     vocab = args.vocab_size
-    if vocab is None and args.tokenizer:
+    if vocab is not None and vocab <= 0:
+        raise ConfigError(f"--vocab-size: must be positive, got {vocab}")
+    recorded = None
+    if args.tokenizer:
         from corpus.tokenizer import Tokenizer
 
-        vocab = Tokenizer(args.tokenizer).vocab_size
+        recorded = check_tokenizer(args.prefix, args.tokenizer)
+        if vocab is None:
+            vocab = Tokenizer(args.tokenizer).vocab_size
     stats = validate(args.prefix, vocab_size=vocab)
     print(f"{args.prefix}: valid ({stats.documents} documents, {stats.sequences} sequences, {stats.tokens} tokens)")
+    if args.tokenizer:
+        print(f"  tokenizer {args.tokenizer}: " + ("the one it was built with (sha256 matches)" if recorded
+              else "not compared (no tokenizer sha256 recorded next to the index)"))
+    leftovers = stale_temps(args.prefix)
+    if leftovers:
+        print(f"  {len(leftovers)} temporary file(s) of a writer that died (safe to delete; a rebuild removes them): "
+              + ", ".join(leftovers), file=sys.stderr)
     return 0
 
 
 def _merge(args: argparse.Namespace) -> int:
-    from corpus.indexed import merge
+    from corpus.build import merge_datasets
+    from corpus.identity import unrecorded
 
-    stats = merge(args.inputs, args.output)
+    missing = unrecorded(args.inputs)
+    if missing and len(missing) < len(args.inputs):
+        print(f"corpus: warning: no tokenizer recorded for {', '.join(missing)}: not compared with the others",
+              file=sys.stderr)
+    stats = merge_datasets(args.inputs, args.output)
     print(f"{args.output}: {stats.documents} documents, {stats.sequences} sequences, {stats.tokens} tokens")
     return 0
 
 
 def _sidecar_report(prefix: str) -> dict | None:
-    path = Path(prefix + ".json")
-    if not path.is_file():
-        return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError:
+        return read_json_object(prefix + ".json")
+    except InputDataError:
         return None
 
 
@@ -198,11 +230,12 @@ def format_report(report: dict) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m corpus", description=__doc__.splitlines()[0])
+    p = Parser(prog="python -m corpus", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
     b = sub.add_parser("build", help="JSON lines → Megatron .bin/.idx (+ PREFIX.json report)")
-    b.add_argument("--config", help="YAML file of BuildConfig keys; the flags below override it")
+    add_config_options(b, required=False, help="YAML file of BuildConfig keys (or a raw-source config with a "
+                                               "`sources:` list); the flags below override it, --set after them")
     b.add_argument("--input", action="append", help="file, directory or glob (repeatable)")
     b.add_argument("--output", help="output prefix: writes PREFIX.bin, PREFIX.idx, PREFIX.json")
     b.add_argument("--tokenizer", help="sentencepiece tokenizer.model")
@@ -219,7 +252,7 @@ def parser() -> argparse.ArgumentParser:
     b.set_defaults(func=_build)
 
     ms = sub.add_parser("merge-shards", help="join the outputs of a sharded build (after the array job)")
-    ms.add_argument("--config", required=True)
+    add_config_options(ms, help="the BuildConfig YAML the shards were built with")
     ms.add_argument("--num-shards", type=int, required=True, metavar="N")
     ms.add_argument("--output", help="the build's output prefix, if not the config's")
     ms.set_defaults(func=_merge_shards)
@@ -229,7 +262,7 @@ def parser() -> argparse.ArgumentParser:
     rp.set_defaults(func=_report)
 
     mx = sub.add_parser("mix", help="blend built corpora into a seeded sample index (per-source counts or weights)")
-    mx.add_argument("--config", required=True)
+    add_config_options(mx, help="YAML mix spec (output, seed, sources: name, prefix, samples|weight)")
     mx.add_argument("--output", help="index prefix, if not the config's")
     mx.add_argument("--seed", type=int)
     mx.set_defaults(func=_mix)
@@ -245,7 +278,7 @@ def parser() -> argparse.ArgumentParser:
     i = sub.add_parser("inspect", help="counts, length histogram, decoded samples")
     i.add_argument("prefix")
     i.add_argument("--decode", type=int, action="append", default=[], metavar="K", help="decode sequence K")
-    i.add_argument("--tokenizer")
+    i.add_argument("--tokenizer", help="decode with this tokenizer (checked against the one the data records)")
     i.add_argument("--bins", type=int, default=10)
     i.add_argument("--no-report", action="store_true", help="leave out the build report next to the index")
     i.set_defaults(func=_inspect)
@@ -253,10 +286,11 @@ def parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check every invariant of a .bin/.idx pair")
     v.add_argument("prefix")
     v.add_argument("--vocab-size", type=int)
-    v.add_argument("--tokenizer")
+    v.add_argument("--tokenizer", help="check tokens against its vocabulary, and that it is the tokenizer "
+                                       "the data was built with (the sha256 in PREFIX.json)")
     v.set_defaults(func=_validate)
 
-    m = sub.add_parser("merge", help="concatenate .bin/.idx shards")
+    m = sub.add_parser("merge", help="concatenate .bin/.idx shards (built with one tokenizer)")
     m.add_argument("output")
     m.add_argument("inputs", nargs="+")
     m.set_defaults(func=_merge)
@@ -265,15 +299,4 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from corpus.indexed import IndexFormatError
-    from corpus.reader import InputError
-    from corpus.tokenizer import TokenizerError
-
-    try:
-        return args.func(args)
-    except (ConfigError, InputError, TokenizerError, IndexFormatError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return run(PROG, lambda: args.func(args))

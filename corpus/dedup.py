@@ -22,29 +22,21 @@ The same signatures can be fed to ``datasketch.MinHashLSH`` through :func:`lean_
 ``params=(b, r)`` equal to ours it returns exactly the candidate pairs of :func:`candidate_pairs`
 over all bands (tests check this).
 
-Multi-task flow (each step is a plain function; hpc/ or slurm/ only decide who runs which):
+Multi-task flow (each step is a plain function; ``corpus.pipeline`` runs them, hpc/ only decides
+which array task runs which):
 
-1. **signatures** — array task i reads its input shard, computes ``signatures(texts, lang, cfg)``
-   and writes ``save_signatures(dir/f"sig-{i:05d}", ids, sigs)`` (``.npy`` of uint64 (n, 128) and
-   ``.ids.npy`` of document ids; temp name + rename, so a present file is complete). Exact keys
-   are written the same way (``exact_keys`` → 16-byte rows) and deduplicated first, in the final
-   step, by sorting — or simply before signatures when one process sees the whole source.
-2. **bands** — array task j takes its slice (j0, j1) of the b bands (``split_bands(b, ntasks)``),
-   loads only those columns of every shard (``load_signatures(prefixes, columns=band_columns(...))``),
-   runs ``candidate_pairs(sigs, (j0, j1), cfg, col_offset=j0 * r)`` and saves the (m, 2) int64
-   pairs of global row indices.
-   Bands are independent, so the union over tasks equals the one-shot result.
-3. **cluster** — one cheap step: concatenate the pair files, ``np.unique`` them,
-   ``verify_pairs`` (estimated Jaccard from the memory-mapped signatures), ``cluster`` with
-   union-find → kept row indices and ``duplicate_of``. Deterministic: it depends only on the
-   input order of rows, never on the number of tasks.
-
-:func:`deduplicate` runs all of it in one process. ``corpus.pipeline`` runs it on disk through
-:class:`ShardWriter` (a prepare task streams each shard's signatures, exact keys and read positions
-to ``.npy`` files) and :class:`ShardGroup` (the shards of a source — or of every source, for a
-global dedup — as one table in global order, memory-mapped): :func:`group_band_pairs` is a band task,
-:func:`group_representatives` the clustering step. Global order is (source in config order, read
-position), so the kept document of a cluster never depends on how rows were split into shards.
+1. **prepare** — a task streams its shard's rows to disk through :class:`ShardWriter`: MinHash
+   signatures (uint64 (n, 128)), the 16-byte exact keys, each document's read position.
+2. **bands** — :class:`ShardGroup` sees the shards of a source (or of every source, for a global
+   dedup) as one memory-mapped table in *global order* (source in config order, then read position);
+   :meth:`ShardGroup.exact_unique` keeps the first row of each exact key; band task j takes its slice
+   (j0, j1) of the b bands (``split_bands(b, ntasks)``), reads only those columns
+   (:func:`band_columns`) and emits its candidate pairs (:func:`group_band_pairs`). Bands are
+   independent, so the union over tasks equals the one-shot :func:`candidate_pairs`.
+3. **cluster** — :func:`group_representatives`: the union of the pair files, ``verify_pairs``
+   (estimated Jaccard from the memory-mapped signatures), union-find → each row's representative.
+   Deterministic: it depends only on the global order of rows, never on the number of shards or
+   tasks, so the kept document of a cluster is always the first in global order.
 """
 
 from __future__ import annotations
@@ -56,18 +48,18 @@ import shutil
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+from common.atomic import atomic_open, temp_path
 
 from .minhash import EMPTY, estimated_jaccard, fmix64, signatures
 
 __all__ = [
-    "DedupConfig", "exact_key", "exact_unique", "near_representatives", "signatures", "band_params", "split_bands", "band_keys",
-    "candidate_pairs", "band_columns", "verify_pairs", "cluster", "deduplicate", "lean_minhash", "datasketch_lsh",
-    "datasketch_pairs",
-    "save_signatures", "load_signatures", "signature_params", "ShardWriter", "ShardGroup", "group_band_pairs",
-    "group_representatives",
+    "DedupConfig", "exact_key", "signatures", "band_params", "split_bands", "band_keys", "candidate_pairs",
+    "band_columns", "verify_pairs", "cluster", "lean_minhash", "datasketch_lsh", "datasketch_pairs",
+    "signature_params", "ShardWriter", "ShardGroup", "group_band_pairs", "group_representatives",
 ]
 
 
@@ -181,7 +173,7 @@ def split_bands(b: int, ntasks: int) -> list[tuple[int, int]]:
 
 
 def band_columns(band_range: tuple[int, int], cfg: DedupConfig) -> slice:
-    """The signature columns bands [j0, j1) read (what a band task loads: ``load_signatures(columns=)``)."""
+    """The signature columns bands [j0, j1) read (all a band task loads: :func:`group_band_pairs`)."""
     _, r = band_params(cfg)
     return slice(band_range[0] * r, band_range[1] * r)
 
@@ -324,37 +316,6 @@ def datasketch_pairs(lsh, sigs: np.ndarray, cfg: DedupConfig) -> np.ndarray:
 # shards on disk
 
 
-def save_signatures(prefix: str | os.PathLike, ids: Sequence[str], sigs: np.ndarray) -> None:
-    """Write ``prefix.npy`` (uint64 signatures) and ``prefix.ids.npy`` (ids), each via a temp name."""
-    prefix = Path(prefix)
-    for suffix, arr in ((".ids.npy", np.asarray(list(ids), dtype=str)), (".npy", np.asarray(sigs, np.uint64))):
-        final = prefix.with_name(prefix.name + suffix)
-        tmp = final.with_name(final.name + ".tmp")
-        with open(tmp, "wb") as f:
-            np.save(f, arr, allow_pickle=False)
-        os.replace(tmp, final)
-
-
-def load_signatures(prefixes: Iterable[str | os.PathLike], mmap: bool = True,
-                    columns: slice | None = None) -> tuple[list[str], np.ndarray]:
-    """Ids and signatures of shards in the given order (concatenated; one shard stays memory-mapped).
-
-    ``columns`` keeps only those signature columns (a band task: ``band_columns``), so a task's
-    memory is n × its columns × 8 bytes, not n × k × 8.
-    """
-    ids: list[str] = []
-    parts = []
-    for prefix in prefixes:
-        prefix = Path(prefix)
-        ids.extend(np.load(prefix.with_name(prefix.name + ".ids.npy"), allow_pickle=False).tolist())
-        arr = np.load(prefix.with_name(prefix.name + ".npy"), mmap_mode="r" if mmap else None,
-                      allow_pickle=False)
-        parts.append(arr if columns is None else np.ascontiguousarray(arr[:, columns]))
-    if len(parts) == 1:
-        return ids, parts[0]
-    return ids, np.concatenate(parts) if parts else np.zeros((0, 0), np.uint64)
-
-
 def signature_params(cfg: DedupConfig) -> dict[str, Any]:
     """The settings a signature depends on (a signature shard stays valid while these do)."""
     return {k: getattr(cfg, k) for k in ("num_perm", "zh_ngram", "zh_word_ngram", "en_ngram", "code_ngram",
@@ -377,7 +338,7 @@ class ShardWriter:
         self.prefix = Path(prefix)
         self.widths = (num_perm, 2, None)
         self.n = 0
-        self._raw = [self._name(part, f".raw.tmp.{os.getpid()}") for part, _ in self._PARTS]
+        self._raw = [temp_path(self._name(part, ".raw")) for part, _ in self._PARTS]
         self._files = [open(p, "wb") for p in self._raw]
 
     def _name(self, part: str, suffix: str) -> Path:
@@ -397,12 +358,10 @@ class ShardWriter:
             f.close()
         for (part, dtype), raw, width in zip(self._PARTS, self._raw, self.widths):
             shape = (self.n,) if width is None else (self.n, width)
-            tmp = self._name(part, f".tmp.{os.getpid()}")
-            with open(tmp, "wb") as out, open(raw, "rb") as src:
+            with atomic_open(self._name(part, ""), "wb") as out, open(raw, "rb") as src:
                 np.lib.format.write_array_header_1_0(
                     out, {"descr": np.dtype(dtype).newbyteorder("<").str, "fortran_order": False, "shape": shape})
                 shutil.copyfileobj(src, out, 1 << 22)
-            os.replace(tmp, self._name(part, ""))
             os.unlink(raw)
 
     def abort(self) -> None:
@@ -515,60 +474,3 @@ def group_representatives(group: ShardGroup, uniq: np.ndarray, pair_parts: Seque
     if cfg.verify and len(pairs):
         pairs = verify_pairs(group.view(uniq), pairs, min(1.0, cfg.threshold + cfg.verify_margin))
     return cluster(len(uniq), pairs)
-
-
-# ---------------------------------------------------------------------------------------------
-# in-process driver
-
-
-def _text(d: Any) -> str:
-    return d if isinstance(d, str) else d.text
-
-
-def exact_unique(texts: Sequence[str], lang: str) -> tuple[list[int], dict[int, int]]:
-    """Indices of the first copy of each exact text (ascending), and {later copy: first copy}."""
-    first: dict[bytes, int] = {}
-    uniq: list[int] = []
-    duplicate_of: dict[int, int] = {}
-    for i, t in enumerate(texts):
-        j = first.setdefault(exact_key(t, lang), i)
-        if j != i:
-            duplicate_of[i] = j
-        else:
-            uniq.append(i)
-    return uniq, duplicate_of
-
-
-def near_representatives(texts: Sequence[str], lang: str, cfg: DedupConfig, ntasks: int = 1) -> np.ndarray:
-    """For each text, the index of its near-duplicate cluster's first member (itself if alone)."""
-    sigs = signatures(list(texts), lang, cfg)
-    b, _ = band_params(cfg)
-    parts = [candidate_pairs(sigs, rng, cfg) for rng in split_bands(b, ntasks) if rng[1] > rng[0]]
-    pairs = np.unique(np.concatenate(parts), axis=0) if parts else np.zeros((0, 2), np.int64)
-    if cfg.verify:
-        pairs = verify_pairs(sigs, pairs, min(1.0, cfg.threshold + cfg.verify_margin))
-    return cluster(len(texts), pairs)
-
-
-def deduplicate(docs: Sequence[Any], lang: str, cfg: DedupConfig | None = None,
-                ntasks: int = 1) -> tuple[list[int], dict[int, int]]:
-    """Exact then near dedup of ``docs`` (Documents or strings) in input order.
-
-    Returns (kept indices ascending, duplicate_of {dropped index: kept index}). ``ntasks`` splits
-    the bands as array tasks would; the result does not depend on it.
-    """
-    cfg = cfg or DedupConfig()
-    texts = [_text(d) for d in docs]
-    n = len(texts)
-    uniq, duplicate_of = exact_unique(texts, lang) if cfg.exact else (list(range(n)), {})
-    rep = near_representatives([texts[i] for i in uniq], lang, cfg, ntasks)
-    uniq_arr = np.asarray(uniq, dtype=np.int64)
-    for local in np.flatnonzero(rep != np.arange(len(uniq))).tolist():
-        duplicate_of[int(uniq_arr[local])] = int(uniq_arr[rep[local]])
-    # exact duplicates of a near-duplicate point at the cluster's kept document
-    for i, j in list(duplicate_of.items()):
-        while j in duplicate_of:
-            j = duplicate_of[j]
-        duplicate_of[i] = j
-    kept = [i for i in range(n) if i not in duplicate_of]
-    return kept, dict(sorted(duplicate_of.items()))

@@ -31,9 +31,12 @@ vocabulary has fewer than 65500 entries and int32 (code 4) otherwise, as Megatro
 Writing is streaming and crash-safe: tokens go to ``<prefix>.bin.tmp.<pid>``, sequence lengths and
 document ends to sidecar temporaries, and :meth:`IndexedWriter.finalize` composes the .idx in chunks
 and renames ``.bin`` first, then ``.idx``. An ``.idx`` on disk therefore means its ``.bin`` is
-complete; any ``*.tmp.<pid>`` file is debris of a process that died and may be deleted.
+complete; a ``*.tmp.<pid>`` file whose process is gone is debris of a writer that died:
+:func:`stale_temps` lists those of a prefix (``corpus validate`` reports them), :func:`remove_stale_temps`
+deletes them (a rerun of a build does).
 
-Only numpy and the standard library are imported: this module runs on login nodes.
+Only numpy, the standard library and :mod:`common` (itself stdlib-only) are imported: this module runs on
+login nodes, and train/ reads datasets through it.
 """
 
 from __future__ import annotations
@@ -50,6 +53,10 @@ from typing import BinaryIO, Union
 import numpy
 import numpy.typing as npt
 
+from common import atomic
+from common.errors import UserError
+from corpus.errors import CorpusError
+
 __all__ = [
     "MAGIC",
     "VERSION",
@@ -59,6 +66,8 @@ __all__ = [
     "IndexedWriter",
     "dtype_for_vocab",
     "merge",
+    "remove_stale_temps",
+    "stale_temps",
     "validate",
 ]
 
@@ -93,7 +102,7 @@ _CHUNK_ITEMS = 1 << 20
 _COPY_BYTES = 16 << 20
 
 
-class IndexFormatError(ValueError):
+class IndexFormatError(UserError, ValueError):
     """An .idx/.bin pair breaks the format; says which file, field and entry, expected vs found."""
 
     def __init__(
@@ -277,13 +286,30 @@ def _remove(path: str) -> None:
 
 def _fsync_dir(path: str) -> None:
     """Persist renames in `path`'s directory (best effort: not every filesystem allows it)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    atomic.fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+# What a dataset's writers leave under temporary names: the pair, the writer's sidecars, and the
+# build report beside it (``PREFIX.json``).
+_TEMP_BASES = (".bin", ".idx", ".idx.lengths", ".idx.docs", ".json")
+
+
+def stale_temps(prefix: PathLike) -> list[str]:
+    """Temporaries of ``prefix``'s files left by writers that are no longer running (a killed build).
+
+    Only this prefix's own names: a sharded build's other shards may be writing theirs beside it."""
+    folder, name = os.path.split(os.path.abspath(os.fspath(prefix)))
+    bases = {name + b for b in _TEMP_BASES}
+    return [os.fspath(p) for p in atomic.stale_temps(folder, name + ".")
+            if p.name[:p.name.rfind(".tmp")] in bases]
+
+
+def remove_stale_temps(prefix: PathLike) -> list[str]:
+    """Delete what :func:`stale_temps` finds; returns what went."""
+    gone = stale_temps(prefix)
+    for path in gone:
+        _remove(path)
+    return gone
 
 
 # --------------------------------------------------------------------------------------------
@@ -308,11 +334,11 @@ class IndexedWriter:
         self._code, self._dtype = _dtype_code(dtype)
         self._bin_path = _bin_path(prefix)
         self._idx_path = _idx_path(prefix)
-        suffix = f".tmp.{os.getpid()}"
-        self._bin_tmp = self._bin_path + suffix
-        self._idx_tmp = self._idx_path + suffix
-        self._lengths_tmp = self._idx_path + ".lengths" + suffix
-        self._docs_tmp = self._idx_path + ".docs" + suffix
+        # NAME.tmp.<pid>, the names common.atomic.stale_temps recognises once this process is gone.
+        self._bin_tmp = os.fspath(atomic.temp_path(self._bin_path))
+        self._idx_tmp = os.fspath(atomic.temp_path(self._idx_path))
+        self._lengths_tmp = os.fspath(atomic.temp_path(self._idx_path + ".lengths"))
+        self._docs_tmp = os.fspath(atomic.temp_path(self._idx_path + ".docs"))
         self._sequences = 0
         self._documents = 0
         self._tokens = 0
@@ -754,7 +780,7 @@ def merge(prefixes: Sequence[PathLike], out_prefix: PathLike) -> IndexStats:
     for prefix in prefixes[1:]:
         other = _read_header(_idx_path(prefix)).dtype
         if other != dtype:
-            raise ValueError(f"cannot merge {os.fspath(prefix)!r}: its dtype is {other}, "
+            raise CorpusError(f"cannot merge {os.fspath(prefix)!r}: its dtype is {other}, "
                              f"but {first!r} (the first input) is {dtype}")
     for prefix in prefixes:
         validate(prefix)

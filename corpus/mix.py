@@ -16,20 +16,26 @@ the same two arrays as Megatron's blended datasets (``dataset_index``, ``dataset
 On disk: ``PREFIX.mix.dataset_index.npy`` (uint16) and ``PREFIX.mix.dataset_sample_index.npy``
 (int64) — plain .npy, memory-mappable, no pickles — and ``PREFIX.mix.json`` with the spec, the seed
 and per-source counts. Same spec and seed ⇒ byte-identical files.
+
+Every source must have been built with the same tokenizer (the sha256 each ``PREFIX.json`` records,
+:mod:`corpus.identity`); the mix JSON records it as ``tokenizer_sha256`` for the training side to check.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from corpus.config import ConfigError, load_config_with_list
+from common.atomic import atomic_open, remove_stale_temps, write_json
+from common.config import load_config
+from common.errors import ConfigError
+from common.markers import file_sha256
+from corpus import identity
 from corpus.indexed import IndexedReader
 
 
@@ -67,8 +73,9 @@ class MixConfig:
             raise ConfigError("key 'sources': too many sources for a uint16 dataset index")
 
 
-def load_mix_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> MixConfig:
-    return load_config_with_list(MixConfig, path, "sources", MixSource, overrides, "name, prefix, samples|weight")
+def load_mix_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None,
+                    sets: Iterable[str] = ()) -> MixConfig:
+    return load_config(MixConfig, path, overrides, sets)
 
 
 def target_counts(cfg: MixConfig, sizes: list[int]) -> list[int]:
@@ -121,7 +128,10 @@ def build_mix(cfg: MixConfig) -> dict[str, Any]:
         with IndexedReader(source.prefix) as reader:
             sizes.append(len(reader))
             tokens.append(np.asarray(reader.sequence_lengths, dtype=np.int64))
-        idx_sha.append(hashlib.sha256(Path(source.prefix + ".idx").read_bytes()).hexdigest())
+        idx_sha.append(file_sha256(source.prefix + ".idx"))
+    # Blending token ids of two tokenizers would train on noise: refuse before anything is written.
+    tokenizer = identity.common_tokenizer([s.prefix for s in cfg.sources], "mix's sources")
+    tokenizer_shas = [identity.recorded_tokenizer_sha256(s.prefix) for s in cfg.sources]
     counts = target_counts(cfg, sizes)
     for source, size, n in zip(cfg.sources, sizes, counts):
         if n and not size:
@@ -136,6 +146,7 @@ def build_mix(cfg: MixConfig) -> dict[str, Any]:
 
     out = Path(cfg.output)
     out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out.parent, f"{out.name}.mix.")
     for name, array in (("dataset_index", dataset_index), ("dataset_sample_index", dataset_sample_index)):
         _save_npy(Path(f"{out}.mix.{name}.npy"), array)
     total_tokens = sum(int(t[d].sum()) for t, d in zip(tokens, drawn))
@@ -145,32 +156,28 @@ def build_mix(cfg: MixConfig) -> dict[str, Any]:
         "seed": cfg.seed,
         "samples": int(len(dataset_index)),
         "tokens": total_tokens,
+        # The tokenizer every source records (None when none does): what train/ compares its own with.
+        "tokenizer_sha256": tokenizer["sha256"] if tokenizer else None,
+        "tokenizer_path": tokenizer.get("path") if tokenizer else None,
         "sources": [
             {
-                "name": s.name, "prefix": s.prefix, "idx_sha256": sha, "sequences": size, "samples": n,
+                "name": s.name, "prefix": s.prefix, "idx_sha256": sha, "tokenizer_sha256": tok_sha,
+                "sequences": size, "samples": n,
                 "epochs": round(n / size, 4) if size else 0.0,
                 "tokens": int(t[d].sum()),
                 "token_share": round(int(t[d].sum()) / total_tokens, 4) if total_tokens else 0.0,
             }
-            for s, sha, size, n, t, d in zip(cfg.sources, idx_sha, sizes, counts, tokens, drawn)
+            for s, sha, tok_sha, size, n, t, d in zip(cfg.sources, idx_sha, tokenizer_shas, sizes, counts, tokens, drawn)
         ],
         "config": asdict(cfg),
     }
-    report_file = Path(f"{out}.mix.json")
-    tmp_json = report_file.with_name(report_file.name + f".tmp.{os.getpid()}")
-    tmp_json.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp_json, report_file)
+    write_json(f"{out}.mix.json", report)
     return report
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + f".tmp.{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            np.save(f, array, allow_pickle=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_open(path, "wb") as f:
+        np.save(f, array, allow_pickle=False)
 
 
 def load_mix(prefix: str | os.PathLike, mmap: bool = True) -> tuple[np.ndarray, np.ndarray]:

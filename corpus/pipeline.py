@@ -40,22 +40,26 @@ clustering step reads verified pairs' signatures from the memory-mapped shards.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import heapq
 import json
 import os
 import sys
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
+from common.atomic import atomic_open, remove_stale_temps, write_json, write_text
+from common.config import load_config, load_yaml
+from common.errors import ConfigError
+from common.jsonl import parse_json
+from common.markers import file_sha256, fingerprint, read_marker, write_marker
 from corpus import sentences
-from corpus.build import BuildConfig, build, file_sha256
+from corpus.build import BuildConfig, build
 from corpus.clean import clean
-from corpus.config import ConfigError, load_config_with_list, load_yaml
 from corpus.dedup import (DedupConfig, ShardGroup, ShardWriter, band_params, exact_key, group_band_pairs,
                           group_representatives, signature_params, split_bands)
 from corpus.minhash import signatures
@@ -129,9 +133,9 @@ class PipelineConfig:
             raise ConfigError(str(exc)) from None
 
 
-def load_pipeline_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> PipelineConfig:
-    return load_config_with_list(PipelineConfig, path, "sources", SourceSpec, overrides,
-                                 "name, layout, paths, lang, …")
+def load_pipeline_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None,
+                         sets: Iterable[str] = ()) -> PipelineConfig:
+    return load_config(PipelineConfig, path, overrides, sets)
 
 
 def is_pipeline_config(path: str | os.PathLike) -> bool:
@@ -151,10 +155,6 @@ def dedup_groups(cfg: PipelineConfig, dedup_cfg: DedupConfig | None = None) -> l
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _fingerprint(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _progress_on(cfg: PipelineConfig) -> bool:
@@ -195,38 +195,18 @@ def _shard_input(cfg: PipelineConfig, spec: SourceSpec, k: int) -> _ShardInput:
     return _ShardInput(units, range(a, b), False, [f for fs in per_unit[a:b] for f in fs])
 
 
-def _read_marker(path: Path, fingerprint: str) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if data.get("fingerprint") == fingerprint else None
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{path.name}.tmp.{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _save_npy_atomic(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_name(f"{path.name}.tmp.{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            np.save(f, arr, allow_pickle=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_open(path, "wb") as f:
+        np.save(f, arr, allow_pickle=False)
 
 
-def _remove_stale_temps(folder: Path, prefix: str = "") -> None:
-    # Left by a killed run: never trusted, never reused. Only this step's own names (``prefix``):
-    # other array tasks may be writing theirs in the same folder right now.
-    for tmp in folder.glob(f"{prefix}*.tmp.*"):
-        tmp.unlink(missing_ok=True)
+def _jsonl(records: Iterable[dict[str, Any]]) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+
+
+# A killed run's temporaries are never trusted, never reused: each step removes those of dead
+# writers under its own names (``prefix``) only — other array tasks, maybe on other nodes whose
+# pids mean nothing here, may be writing theirs in the same folder right now.
 
 
 # --------------------------------------------------------------------------- stage 1: prepare shards
@@ -240,7 +220,7 @@ def _shard_fingerprint(cfg: PipelineConfig, spec: SourceSpec, k: int, quality: Q
                        dedup_cfg: DedupConfig, shard_input: _ShardInput | None = None) -> str:
     si = shard_input or _shard_input(cfg, spec, k)
     what = {f: getattr(spec, f) for f in ("name", "layout", "paths", "lang", "options")}
-    return _fingerprint("prepare-shard", what, asdict(quality), signature_params(dedup_cfg), cfg.audit_samples,
+    return fingerprint("prepare-shard", what, asdict(quality), signature_params(dedup_cfg), cfg.audit_samples,
                         k, num_shards(cfg, spec), cfg.shard_records if si.by_records else None, si.files)
 
 
@@ -255,11 +235,11 @@ def prepare_shard(cfg: PipelineConfig, spec: SourceSpec, k: int, quality: Qualit
         raise ValueError(f"source {spec.name!r}: shard {k} outside 0..{n - 1}")
     prefix = _shard_prefix(cfg, spec, k)
     prefix.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(prefix.parent, prefix.name)
+    remove_stale_temps(prefix.parent, prefix.name)
     si = _shard_input(cfg, spec, k)
-    fingerprint = _shard_fingerprint(cfg, spec, k, quality, dedup_cfg, si)
+    fp = _shard_fingerprint(cfg, spec, k, quality, dedup_cfg, si)
     marker = prefix.with_name(prefix.name + ".json")
-    done = _read_marker(marker, fingerprint)
+    done = read_marker(marker, fp)
     if done and all(prefix.with_name(prefix.name + s).is_file() for s in _SHARD_FILES):
         return done
 
@@ -268,7 +248,6 @@ def prepare_shard(cfg: PipelineConfig, spec: SourceSpec, k: int, quality: Qualit
     audit: list[dict[str, Any]] = []
     read = passed = 0
     docs_path = prefix.with_name(prefix.name + ".docs.jsonl")
-    docs_tmp = docs_path.with_name(f"{docs_path.name}.tmp.{os.getpid()}")
     writer = ShardWriter(prefix, dedup_cfg.num_perm)
     batch: list[tuple[str, int]] = []
     batch_chars = 0
@@ -289,7 +268,7 @@ def prepare_shard(cfg: PipelineConfig, spec: SourceSpec, k: int, quality: Qualit
         bar = tqdm(desc=f"prepare {spec.name} {k + 1}/{n}", unit=" docs", unit_scale=True, file=sys.stderr,
                    dynamic_ncols=True, mininterval=1.0)
     try:
-        with docs_tmp.open("w", encoding="utf-8") as out:
+        with atomic_open(docs_path, "w") as out:
             record = 0   # documents the reader yielded so far, over all units (records mode)
             for u in si.mine:
                 unit_skips: Counter = Counter()
@@ -322,24 +301,22 @@ def prepare_shard(cfg: PipelineConfig, spec: SourceSpec, k: int, quality: Qualit
                 # what the reader skipped, so the sum over shards is the source's count.
                 if not si.by_records or k == 0:
                     skips.update(unit_skips)
-        flush()
-        writer.close()
-        os.replace(docs_tmp, docs_path)
+            flush()
+            # The dedup rows before the documents: a shard's .docs.jsonl on disk means its rows are complete.
+            writer.close()
     except BaseException:
         writer.abort()
-        docs_tmp.unlink(missing_ok=True)
         raise
     finally:
         if bar is not None:
             bar.close()
-    _write_atomic(prefix.with_name(prefix.name + ".audit.jsonl"),
-                  "".join(json.dumps(a, ensure_ascii=False) + "\n" for a in audit))
+    write_text(prefix.with_name(prefix.name + ".audit.jsonl"), _jsonl(audit))
     counts = {
-        "source": spec.name, "shard": k, "shards": n, "fingerprint": fingerprint,
+        "source": spec.name, "shard": k, "shards": n, "fingerprint": fp,
         "read": read, "skipped_by_reader": dict(sorted(skips.items())),
         "rejected": dict(sorted(rejected.items())), "passed_filters": passed,
     }
-    _write_atomic(marker, json.dumps(counts, indent=2, ensure_ascii=False) + "\n")
+    write_json(marker, counts)   # the shard's counts are its marker (read back by read_marker)
     return counts
 
 
@@ -383,19 +360,18 @@ def band_task(cfg: PipelineConfig, group: int, task: int, quality: QualityConfig
     folder = _group_dir(cfg, specs, dedup_cfg) / "bands"
     folder.mkdir(parents=True, exist_ok=True)
     name = f"{task:03d}-of-{t:03d}"
-    _remove_stale_temps(folder, name)
+    remove_stale_temps(folder, name)
     band_range = split_bands(band_params(dedup_cfg)[0], t)[task]
     prefixes, fps = _ensure_shards(cfg, specs, quality, dedup_cfg)
-    fingerprint = _fingerprint("bands", fps, band_range, _band_settings(dedup_cfg))
+    fp = fingerprint("bands", fps, band_range, _band_settings(dedup_cfg))
     path, marker = folder / f"{name}.npy", folder / f"{name}.json"
-    if _read_marker(marker, fingerprint) and path.is_file():
+    if read_marker(marker, fp) and path.is_file():
         return np.load(path, allow_pickle=False)
     shards = ShardGroup(prefixes)
     uniq = shards.exact_unique() if dedup_cfg.exact else np.arange(shards.n, dtype=np.int64)
     pairs = group_band_pairs(shards, uniq, band_range, dedup_cfg)
     _save_npy_atomic(path, pairs)
-    _write_atomic(marker, json.dumps({"fingerprint": fingerprint, "bands": list(band_range),
-                                      "pairs": int(len(pairs))}, indent=2) + "\n")
+    write_marker(marker, fp, bands=list(band_range), pairs=int(len(pairs)))
     return pairs
 
 
@@ -403,7 +379,7 @@ def band_task(cfg: PipelineConfig, group: int, task: int, quality: QualityConfig
 
 
 def _group_fingerprint(cfg: PipelineConfig, fps: list[list[str]], dedup_cfg: DedupConfig) -> str:
-    return _fingerprint("dedup", fps, asdict(dedup_cfg), cfg.audit_samples)
+    return fingerprint("dedup", fps, asdict(dedup_cfg), cfg.audit_samples)
 
 
 def _kept_lines(prefix: Path, keep: np.ndarray) -> Iterator[tuple[int, str]]:
@@ -417,7 +393,7 @@ def _kept_lines(prefix: Path, keep: np.ndarray) -> Iterator[tuple[int, str]]:
 def _audit_entries(prefix: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     with prefix.with_name(prefix.name + ".audit.jsonl").open(encoding="utf-8") as f:
         for line in f:
-            a = json.loads(line)
+            a = parse_json(line)
             yield a.pop("pos"), a
 
 
@@ -427,18 +403,18 @@ def dedup_group(cfg: PipelineConfig, group: int, quality: QualityConfig, dedup_c
     members = dedup_groups(cfg, dedup_cfg)[group]
     specs = [cfg.sources[i] for i in members]
     folders = [Path(cfg.output_dir) / s.name for s in specs]
-    fingerprint = _group_fingerprint(cfg, _shard_fingerprints(cfg, specs, quality, dedup_cfg), dedup_cfg)
-    done = [_read_marker(f / "prepare.json", fingerprint) for f in folders]
+    fp = _group_fingerprint(cfg, _shard_fingerprints(cfg, specs, quality, dedup_cfg), dedup_cfg)
+    done = [read_marker(f / "prepare.json", fp) for f in folders]
     if all(done) and all((f / "docs.jsonl").is_file() and (f / "rejected.jsonl").is_file() for f in folders):
         return done  # type: ignore[return-value]
     # Only now, with the group's outputs to be (re)written here: with a global dedup, a finished
     # group is checked by every source task while others may be writing their builds' temps.
     for folder in folders:
         folder.mkdir(parents=True, exist_ok=True)
-        _remove_stale_temps(folder)
+        remove_stale_temps(folder)
 
     prefixes, fps = _ensure_shards(cfg, specs, quality, dedup_cfg)
-    fingerprint = _group_fingerprint(cfg, fps, dedup_cfg)
+    fp = _group_fingerprint(cfg, fps, dedup_cfg)
     shards = ShardGroup(prefixes)
     uniq = shards.exact_unique() if dedup_cfg.exact else np.arange(shards.n, dtype=np.int64)
     parts = [band_task(cfg, group, j, quality, dedup_cfg) for j in range(cfg.band_tasks)]
@@ -452,28 +428,23 @@ def dedup_group(cfg: PipelineConfig, group: int, quality: QualityConfig, dedup_c
     results = []
     first_shard = 0
     for spec, folder, source_prefixes in zip(specs, folders, prefixes):
-        shard_counts = [json.loads(p.with_name(p.name + ".json").read_text(encoding="utf-8")) for p in source_prefixes]
+        shard_counts = [read_marker(p.with_name(p.name + ".json")) for p in source_prefixes]
         slices = [slice(int(shards.starts[first_shard + i]), int(shards.starts[first_shard + i + 1]))
                   for i in range(len(source_prefixes))]
         first_shard += len(source_prefixes)
         whole = slice(slices[0].start, slices[-1].stop)
         out = folder / "docs.jsonl"
-        tmp = out.with_name(f"{out.name}.tmp.{os.getpid()}")
-        try:
-            with tmp.open("w", encoding="utf-8") as f:
-                # Shards of a source dealt out by records interleave: merge them back by position.
-                for _, line in heapq.merge(*(_kept_lines(p, kept[sl]) for p, sl in zip(source_prefixes, slices))):
-                    f.write(line)
-            os.replace(tmp, out)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_open(out, "w") as f:
+            # Shards of a source dealt out by records interleave: merge them back by position.
+            for _, line in heapq.merge(*(_kept_lines(p, kept[sl]) for p, sl in zip(source_prefixes, slices))):
+                f.write(line)
         audit: list[dict[str, Any]] = []
         per_rule: Counter = Counter()
         for _, a in heapq.merge(*(_audit_entries(p) for p in source_prefixes), key=lambda e: e[0]):
             per_rule[a["rule"]] += 1
             if per_rule[a["rule"]] <= cfg.audit_samples:
                 audit.append(a)
-        _write_atomic(folder / "rejected.jsonl", "".join(json.dumps(a, ensure_ascii=False) + "\n" for a in audit))
+        write_text(folder / "rejected.jsonl", _jsonl(audit))
         skips: Counter = Counter()
         rejected: Counter = Counter()
         for c in shard_counts:
@@ -482,7 +453,7 @@ def dedup_group(cfg: PipelineConfig, group: int, quality: QualityConfig, dedup_c
         passed = sum(c["passed_filters"] for c in shard_counts)
         n_uniq, n_kept = int(in_uniq[whole].sum()), int(kept[whole].sum())
         counts = {
-            "source": spec.name, "fingerprint": fingerprint, "shards": len(source_prefixes),
+            "source": spec.name, "fingerprint": fp, "shards": len(source_prefixes),
             "dedup_scope": dedup_cfg.scope,
             "read": sum(c["read"] for c in shard_counts), "skipped_by_reader": dict(sorted(skips.items())),
             "rejected": dict(sorted(rejected.items())), "passed_filters": passed,
@@ -492,7 +463,7 @@ def dedup_group(cfg: PipelineConfig, group: int, quality: QualityConfig, dedup_c
         results.append(counts)
     # Markers last, once every source of the group is written.
     for folder, counts in zip(folders, results):
-        _write_atomic(folder / "prepare.json", json.dumps(counts, indent=2, ensure_ascii=False) + "\n")
+        write_json(folder / "prepare.json", counts)
     return results
 
 
@@ -507,7 +478,6 @@ def prepare_source(cfg: PipelineConfig, spec: SourceSpec, quality: QualityConfig
 
 def build_source(cfg: PipelineConfig, spec: SourceSpec) -> dict[str, Any]:
     folder = Path(cfg.output_dir) / spec.name
-    _remove_stale_temps(folder, f"{spec.name}_text_document")   # a killed build's; only this task builds here
     bcfg = BuildConfig(
         input=[str(folder / "docs.jsonl")], output=str(folder / f"{spec.name}_text_document"),
         tokenizer=cfg.tokenizer, text_field="text", lang=spec.lang, lang_field=None,
@@ -523,7 +493,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     dedup_cfg = DedupConfig.from_dict(cfg.dedup, "key 'dedup'")
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(out)
+    remove_stale_temps(out)
     per_source = []
     for spec in cfg.sources:
         prepared = prepare_source(cfg, spec, quality, dedup_cfg)
@@ -547,7 +517,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
         "tokenizer": {"path": cfg.tokenizer, "sha256": file_sha256(cfg.tokenizer)},
         "config": dataclasses.asdict(cfg),
     }
-    _write_atomic(out / "report.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    write_json(out / "report.json", report)
     return report
 
 

@@ -28,7 +28,8 @@ from typing import Callable
 
 import numpy as np
 
-from common.config import ConfigError, load_config
+from common.config import load_config
+from common.errors import ConfigError
 
 __all__ = [
     "QualityConfig",

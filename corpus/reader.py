@@ -21,13 +21,15 @@ from typing import BinaryIO
 
 import zstandard
 
+from common.errors import UserError
+
 COMPRESSED = (".gz", ".bz2", ".xz", ".zst")
 SUFFIXES = tuple(base + comp for base in (".jsonl", ".json") for comp in ("",) + COMPRESSED)
 # Errors a decompressor raises on a truncated or damaged stream.
 STREAM_ERRORS = (EOFError, OSError, zlib.error, lzma.LZMAError, gzip.BadGzipFile, zstandard.ZstdError)
 
 
-class InputError(ValueError):
+class InputError(UserError, ValueError):
     """An input path names nothing readable."""
 
 

@@ -8,31 +8,29 @@ matplotlib runs headless (Agg); plots are written under temporary names and rena
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from common.atomic import atomic_path, write_text
+from common.jsonl import read_json_object
+from corpus.errors import CorpusError
 from corpus.indexed import IndexedReader
 
 
 def _load(out: Path) -> dict[str, Any]:
     path = out / "report.json"
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no pipeline report here (run `python -m corpus build --config …` first)") from None
+    if not path.is_file():
+        raise CorpusError(f"{path}: no pipeline report here (run `python -m corpus build --config …` first)")
+    return read_json_object(path, CorpusError, kind="pipeline report")
 
 
 def _save(fig, path: Path) -> None:
-    tmp = path.with_name(f"{path.stem}.tmp.{os.getpid()}{path.suffix}")
-    try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    # The temporary's name does not end in .png: the format is named, not guessed from it.
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip("."), dpi=110, bbox_inches="tight")
 
 
 def document_flow(report: dict[str, Any]) -> dict[str, dict[str, int]]:
@@ -114,9 +112,7 @@ def write_report(out: str | os.PathLike) -> Path:
         plt.close(fig)
 
     md = out / "report.md"
-    tmp = md.with_name(f"report.md.tmp.{os.getpid()}")
-    tmp.write_text(_markdown(report, flow, bool(rules), bool(mix)), encoding="utf-8")
-    os.replace(tmp, md)
+    write_text(md, _markdown(report, flow, bool(rules), bool(mix)))
     return md
 
 

@@ -26,11 +26,14 @@ from pathlib import Path
 import numpy as np
 import sentencepiece as spm
 
+from common.atomic import write_bytes
+from common.errors import UserError
+
 UNK_ID, BOS_ID, EOS_ID = 0, 1, 2
 SPACE_PIECE = "\u2581"  # "▁": sentencepiece's visible space
 
 
-class TokenizerError(ValueError):
+class TokenizerError(UserError, ValueError):
     """A tokenizer file is missing, unreadable, or not LLaMA-like."""
 
 
@@ -207,10 +210,5 @@ def train_tokenizer(
         if n_lines == 0:
             raise TokenizerError("no text to train a tokenizer on") from exc
         raise TokenizerError(f"sentencepiece training failed: {exc}") from exc
-    tmp = model_path.with_name(f"{model_path.name}.tmp.{os.getpid()}")
-    try:
-        tmp.write_bytes(buf.getvalue())
-        os.replace(tmp, model_path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_bytes(model_path, buf.getvalue())
     return model_path

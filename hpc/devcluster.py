@@ -43,6 +43,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from common.atomic import atomic_path, write_text
+from common.cli import Parser, run
+from common.errors import UserError
+from common.markers import read_marker
+
 log = logging.getLogger("hpc.devcluster")
 
 DEFAULT_DIR = Path(os.environ.get("CAMA_DEVCLUSTER_DIR", "/tmp/cama-devcluster"))
@@ -72,7 +77,7 @@ GOOD_STATES = {"idle", "mixed", "allocated", "completing", "planned", "reserved"
 DAEMON_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-class DevClusterError(RuntimeError):
+class DevClusterError(UserError, RuntimeError):
     """Something the user can act on: not root, apt failed, a daemon did not start (its log tail)."""
 
 
@@ -277,9 +282,10 @@ def _ok(cmd: Sequence[str], env: dict[str, str] | None = None, timeout: float = 
 
 
 def load_settings(d: Path) -> Settings | None:
+    values = read_marker(d / "settings.json")
     try:
-        return Settings(**json.loads((d / "settings.json").read_text()))
-    except (OSError, ValueError, TypeError):
+        return Settings(**values) if values is not None else None
+    except TypeError:  # written by another version of this module
         return None
 
 
@@ -343,7 +349,7 @@ def _start_daemon(d: Path, name: str, cmd: Sequence[str]) -> int:
             env=_daemon_env(d), cwd=str(d), start_new_session=True,
         )
     _CHILDREN[proc.pid] = proc
-    (d / "pids" / f"{name}.pid").write_text(f"{proc.pid}\n")
+    write_text(d / "pids" / f"{name}.pid", f"{proc.pid}\n")  # `down` must never read half a pid
     log.info("started %s (pid %d)", name, proc.pid)
     return proc.pid
 
@@ -493,10 +499,10 @@ def _write_configs(d: Path, s: Settings, db_password: str) -> None:
     if s.gpus:
         _make_gpu_devices(d, s.gpus)
     for path, (text, mode) in _configs(d, s, db_password).items():
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        tmp.chmod(mode)
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            tmp.touch(mode=0o600)  # the password files are never readable by others, not even briefly
+            tmp.chmod(mode)
+            tmp.write_text(text)
 
 
 def _configs_current(d: Path, s: Settings) -> bool:
@@ -700,8 +706,9 @@ def up(
     # configuration
     secret = p["etc"] / "db.secret"
     if not secret.exists():
-        secret.touch(mode=0o600)
-        secret.write_text(secrets.token_hex(16) + "\n")
+        with atomic_path(secret) as tmp:
+            tmp.touch(mode=0o600)
+            tmp.write_text(secrets.token_hex(16) + "\n")
     _write_configs(d, s, secret.read_text().strip())
     _link_etc(d)
     _hosts_entries(s)
@@ -804,52 +811,62 @@ def down(dir: str | Path = DEFAULT_DIR, *, cancel_jobs: bool = True, wipe: bool 
 # ---------------------------------------------------------------------------------- CLI -----
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m hpc.devcluster", description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="command", required=True)
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--dir", type=Path, default=DEFAULT_DIR, help=f"state/config/log folder (default {DEFAULT_DIR})")
-    p_up = sub.add_parser("up", parents=[common], help="install if needed, start, wait until nodes are idle")
+def build_parser() -> Parser:
+    ap = Parser(prog="python -m hpc.devcluster", description=__doc__.split("\n\n")[0],
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True, parser_class=Parser)
+    shared = Parser(add_help=False)
+    shared.add_argument("--dir", type=Path, default=DEFAULT_DIR, help=f"state/config/log folder (default {DEFAULT_DIR})")
+    p_up = sub.add_parser("up", parents=[shared], help="install if needed, start, wait until nodes are idle")
     p_up.add_argument("--nodes", type=int, default=3, help="emulated nodes n1..nN (1-9, default 3)")
     p_up.add_argument("--no-accounting", action="store_true", help="no MariaDB/slurmdbd (sacct will not work)")
     p_up.add_argument("--cpus", type=int, default=16, help="CPUs declared per node (default 16)")
     p_up.add_argument("--mem-mb", type=int, default=6000, help="memory declared per node in MB (default 6000)")
     p_up.add_argument("--gpus", type=int, default=8, help=f"stand-in gpu:{GPU_TYPE} per node (default 8, 0: none)")
     p_up.add_argument("--no-install", action="store_true", help="fail instead of running apt-get")
-    p_down = sub.add_parser("down", parents=[common], help="stop the daemons `up` started (by pid file)")
+    p_down = sub.add_parser("down", parents=[shared], help="stop the daemons `up` started (by pid file)")
     p_down.add_argument("--wipe", action="store_true", help="also delete state, logs and the accounting DB")
-    sub.add_parser("status", parents=[common], help="daemons and sinfo; exit 0 only if healthy")
-    args = ap.parse_args(argv)
+    sub.add_parser("status", parents=[shared], help="daemons and sinfo; exit 0 only if healthy")
+    return ap
+
+
+def _up(args: argparse.Namespace) -> int:
+    t0 = time.monotonic()
+    try:
+        c = up(args.nodes, args.dir, not args.no_accounting, cpus=args.cpus, mem_mb=args.mem_mb,
+               gpus=args.gpus, install=not args.no_install)
+    except DevClusterError as e:
+        if (args.dir / "pids").is_dir():
+            raise DevClusterError(f"{e}\n(daemons that did start keep running; stop them with "
+                                  f"`python -m hpc.devcluster down --dir {args.dir}`)") from None
+        raise
+    print(f"# dev cluster {'started' if c.started else 'already up'} in {time.monotonic() - t0:.1f}s: "
+          f"nodes {','.join(c.nodes)}, partition {PARTITION}"
+          + (f", {c.gpus_per_node} x gpu:{GPU_TYPE} per node" if c.gpus_per_node else ""))
+    print(f"# use it: source {c.env_file}")
+    for k, v in c.env.items():
+        print(f"export {k}={v}")
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    stopped = down(args.dir, wipe=args.wipe)
+    print(f"stopped: {', '.join(stopped)}" if stopped else f"nothing running in {args.dir}")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    st = status(args.dir)
+    print(st.report())
+    return 0 if st.healthy else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[devcluster %(asctime)s] %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stderr)
-    try:
-        if args.command == "up":
-            t0 = time.monotonic()
-            c = up(args.nodes, args.dir, not args.no_accounting, cpus=args.cpus, mem_mb=args.mem_mb,
-                   gpus=args.gpus, install=not args.no_install)
-            print(f"# dev cluster {'started' if c.started else 'already up'} in {time.monotonic() - t0:.1f}s: "
-                  f"nodes {','.join(c.nodes)}, partition {PARTITION}"
-                  + (f", {c.gpus_per_node} x gpu:{GPU_TYPE} per node" if c.gpus_per_node else ""))
-            print(f"# use it: source {c.env_file}")
-            for k, v in c.env.items():
-                print(f"export {k}={v}")
-            return 0
-        if args.command == "down":
-            stopped = down(args.dir, wipe=args.wipe)
-            print(f"stopped: {', '.join(stopped)}" if stopped else f"nothing running in {args.dir}")
-            return 0
-        st = status(args.dir)
-        print(st.report())
-        return 0 if st.healthy else 1
-    except DevClusterError as e:
-        print(f"devcluster: error: {e}", file=sys.stderr)
-        if args.command == "up" and (args.dir / "pids").is_dir():
-            print(f"devcluster: daemons that did start keep running; stop them with "
-                  f"`python -m hpc.devcluster down --dir {args.dir}`", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    command = {"up": _up, "down": _down, "status": _status}[args.command]
+    return run("hpc.devcluster", lambda: command(args))
 
 
 if __name__ == "__main__":

@@ -38,6 +38,9 @@ import sys
 from dataclasses import asdict, dataclass
 from typing import Mapping, MutableMapping, Sequence
 
+from common.cli import Parser, run
+from common.errors import UserError
+
 # MASTER_PORT = PORT_BASE + (job_id % PORT_SLOTS) * STEP_SLOTS + (step_id % STEP_SLOTS): 18000–27999.
 # Below Linux's ephemeral range (32768+, where outgoing connections get their ports) and clear of the
 # dev cluster's daemons (slurmctld 6817, slurmdbd 6819, MariaDB 13306, slurmd 17001–17009). Consecutive
@@ -54,7 +57,7 @@ _FIRST_SPECIAL_STEP_ID = 0xFFFFFFF0
 SOCKET_IFNAME_VAR = "CAMA_SOCKET_IFNAME"
 
 
-class DistEnvError(RuntimeError):
+class DistEnvError(UserError, RuntimeError):
     """The Slurm environment cannot be turned into torch.distributed's; the message says what to fix."""
 
 
@@ -390,39 +393,44 @@ def _print_env(env: DistEnv, as_json: bool) -> None:
         sys.stdout.flush()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
+def build_parser() -> Parser:
+    p = Parser(
         prog="python -m hpc.dist",
         description="torch.distributed environment from Slurm's, for one srun task. Without a command: "
                     "print the derived variables (as `export` lines, or --json).")
     p.add_argument("--json", action="store_true", help="one JSON object per task instead of export lines")
-    sub = p.add_subparsers(dest="command")
+    sub = p.add_subparsers(dest="command", parser_class=Parser)
     e = sub.add_parser("exec", help="set the environment, then replace this process with COMMAND (os.execvp) "
                                     "so Slurm's signals reach it directly")
     e.add_argument("--quiet", action="store_true", help="do not log the task's layout to stderr")
     e.add_argument("--no-port-check", action="store_true", help="skip rank 0's MASTER_PORT check")
     e.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARG...]")
-    args = p.parse_args(argv)
+    return p
 
+
+def _exec(args: argparse.Namespace) -> int:
+    cmd = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    env = setup(check_port=not args.no_port_check)
+    if not args.quiet:
+        print(f"hpc.dist: {env.summary()} on {socket.gethostname()}: exec {shlex.join(cmd)}",
+              file=sys.stderr, flush=True)
     try:
-        if args.command == "exec":
-            cmd = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
-            if not cmd:
-                p.error("exec needs a command: python -m hpc.dist exec -- python -m train.pretrain --config JOB.yaml")
-            env = setup(check_port=not args.no_port_check)
-            if not args.quiet:
-                print(f"hpc.dist: {env.summary()} on {socket.gethostname()}: exec {shlex.join(cmd)}",
-                      file=sys.stderr, flush=True)
-            try:
-                os.execvp(cmd[0], cmd)
-            except OSError as err:
-                print(f"hpc.dist: cannot exec {cmd[0]!r}: {err.strerror}", file=sys.stderr)
-                return 127
-        _print_env(dist_env(os.environ), args.json)
-        return 0
-    except DistEnvError as err:
-        print(f"hpc.dist: error: {err}", file=sys.stderr)
-        return 2
+        os.execvp(cmd[0], cmd)
+    except OSError as err:
+        # 127, as a shell says for a command it cannot run: not a Slurm environment problem.
+        print(f"hpc.dist: cannot exec {cmd[0]!r}: {err.strerror}", file=sys.stderr)
+        return 127
+    return 0  # not reached: execvp does not return
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = build_parser()
+    args = p.parse_args(argv)
+    if args.command == "exec":
+        if not (args.argv[1:] if args.argv[:1] == ["--"] else args.argv):
+            p.error("exec needs a command: python -m hpc.dist exec -- python -m train.pretrain --config JOB.yaml")
+        return run("hpc.dist", lambda: _exec(args))
+    return run("hpc.dist", lambda: _print_env(dist_env(os.environ), args.json))
 
 
 if __name__ == "__main__":

@@ -12,26 +12,26 @@ registry), so the job id is all one needs to find them.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
 import subprocess
-import sys
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
-from common.config import ConfigError
+from common.cli import Parser, run
+from common.errors import UserError
+from common.jsonl import BadLine, iter_jsonl
 
 REGISTRY_NAME = "submitted.jsonl"
 SACCT_FIELDS = ("JobID", "State", "ExitCode", "Elapsed", "NodeList", "JobName")  # JobName last: may hold '|'
 TAIL_TASKS = 4  # log tails shown for an array: its failed tasks first, at most this many
 
 
-class StatusError(RuntimeError):
+class StatusError(UserError, RuntimeError):
     """A job the cluster does not know, or a Slurm command that failed; the message says which."""
 
 
@@ -90,11 +90,12 @@ def read_registry(log_folder: str | os.PathLike) -> list[Record]:
         return []
     known = set(Record.__dataclass_fields__)
     records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for _, data in iter_jsonl(path, on_error="skip"):
+        if isinstance(data, BadLine):
+            continue
         try:
-            data = json.loads(line)
             records.append(Record(**{k: v for k, v in data.items() if k in known}))
-        except (ValueError, TypeError):
+        except TypeError:  # a line without the required fields
             continue
     return records
 
@@ -312,7 +313,7 @@ def format_recent(rows: list[tuple[Record, list[TaskState]]], log_folder: str | 
     return "\n".join(out)
 
 
-def _log_folder(args: argparse.Namespace) -> Path:
+def _log_folder(args: Any) -> Path:
     if args.log_folder:
         return Path(args.log_folder)
     from hpc.profiles import load_profile
@@ -320,8 +321,8 @@ def _log_folder(args: argparse.Namespace) -> Path:
     return Path(load_profile(args.cluster).log_folder)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
+def build_parser() -> Parser:
+    p = Parser(
         prog="python -m hpc.status",
         description="State (sacct, else squeue) and log tails of jobs sent with hpc.submit; --cancel scancels.")
     p.add_argument("job_id", nargs="?", help="a job id (123) or array task (123_4); none: list recent jobs")
@@ -331,22 +332,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--cluster", help="cluster profile whose log folder holds the registry "
                                      "(default: $CAMA_CLUSTER or dev)")
     p.add_argument("--log-folder", help="the log folder jobs were submitted with (overrides the profile's)")
-    args = p.parse_args(argv)
-    try:
-        folder = _log_folder(args)
-        if args.job_id is None:
-            if args.cancel:
-                raise StatusError("--cancel needs a JOB_ID")
-            print(format_recent(recent(folder, args.last), folder))
-            return 0
+    return p
+
+
+def _command(args: Any) -> int:
+    folder = _log_folder(args)
+    if args.job_id is None:
         if args.cancel:
-            print(cancel(args.job_id))
-        print(format_status(status(args.job_id, folder, args.tail)))
+            raise StatusError("--cancel needs a JOB_ID")
+        print(format_recent(recent(folder, args.last), folder))
         return 0
-    except (ConfigError, StatusError) as exc:
-        print(f"hpc.status: error: {exc}", file=sys.stderr)
-        return 2
+    if args.cancel:
+        print(cancel(args.job_id))
+    print(format_status(status(args.job_id, folder, args.tail)))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run("hpc.status", lambda: _command(args))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -1,6 +1,8 @@
 """Publishing and restoring weights: streaming weight diff make/apply with a manifest, Meta → HF
-conversion, LoRA merge. May import torch, safetensors and transformers' config classes only
-(peft and transformers models lazily, to verify a merge).
+conversion, LoRA merge. May import common, torch, safetensors and transformers' config classes only
+(peft and transformers models lazily, to verify a merge); never corpus, train or hpc
+(``tests/test_imports.py``). The commands' typed configs are in :mod:`recover.config`, which imports no
+torch, so a config is checked (CLI, ``hpc.submit``) before any heavy import.
 
 Commands (``python -m recover COMMAND``, each also a function taking a typed config):
 

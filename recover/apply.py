@@ -31,7 +31,6 @@ into the restored model (:mod:`recover.lora`) and writes ``merge_out``.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,7 @@ import torch
 
 from recover import arith
 from recover.checkpoint import FLOAT_DTYPES, Checkpoint, compare_structure, dtype_from_name, dtype_name, row_chunks
+from recover.config import ApplyConfig
 from recover.diff import chunk_elems
 from recover.errors import IntegrityError, RecoverError
 from recover.hffiles import check_tokenizer, copy_tokenizer, embed_rows, read_config, tokenizer_files, write_config
@@ -47,43 +47,6 @@ from recover.outdir import atomic_dir, check_target
 from recover.progress import Progress
 from recover.stream import Pipeline
 from recover.writer import Planned, ShardedWriter
-
-CHECK_RAW = ("inline", "first", "off")
-
-
-@dataclass
-class ApplyConfig:
-    raw: str                          # the base model (LLaMA in HF layout)
-    diff: str                         # the published diff
-    out: str                          # the restored model (must not exist unless force)
-    dtype: str | None = None          # output dtype; default the manifest's tuned dtype, else the raw model's
-    force: bool = False               # replace an existing `out`
-    manifest: str | None = None       # default: DIFF/recover-manifest.json when present
-    require_manifest: bool = False    # refuse a diff without a manifest (CaMA's diffs have none)
-    check_raw: str = "inline"         # inline (as each tensor is used) | first (whole raw model before) | off
-    check_sum: float | None = None    # CaMA's check: expected sum of all restored parameters
-    check_sum_tol: float = 1e-2       # absolute tolerance of that sum (computed in float64)
-    check_tokenizer: bool = True      # the tokenizer must cover exactly the embedding rows
-    max_shard_size: str = "5GB"
-    fsync: bool = True
-    chunk_mb: int = 32               # slice size (MiB of float32); memory is two sets of slices
-    progress: bool = True
-    # Optional: merge a LoRA adapter into the restored model afterwards (recover.lora).
-    merge_lora: str | None = None     # adapter directory (adapter_config.json + adapter_model.*)
-    merge_out: str | None = None      # where the merged model goes (required with merge_lora)
-    merge_verify: bool = True         # compare merged logits with base + adapter on a probe batch
-    device: str = "auto"              # for the merge's matmuls and the verification: auto | cpu | cuda
-
-    def __post_init__(self) -> None:
-        if self.check_raw not in CHECK_RAW:
-            raise ValueError(f"check_raw must be one of {', '.join(CHECK_RAW)}, not {self.check_raw!r}")
-        if self.merge_lora and not self.merge_out:
-            raise ValueError("merge_lora needs merge_out (the merged model's directory)")
-        if self.dtype is not None:
-            dtype_from_name(self.dtype, "dtype")
-        if self.chunk_mb < 1:
-            raise ValueError("chunk_mb must be at least 1")
-
 
 def _find_manifest(cfg: ApplyConfig) -> Manifest | None:
     if cfg.manifest:
@@ -182,7 +145,7 @@ def apply_diff(cfg: ApplyConfig) -> dict[str, Any]:
             if cfg.check_sum is not None and abs(total_sum[0] - cfg.check_sum) > cfg.check_sum_tol:
                 raise IntegrityError(f"the restored parameters sum to {total_sum[0]!r}, expected {cfg.check_sum!r} "
                                      f"± {cfg.check_sum_tol} (raw {cfg.raw}, diff {cfg.diff})")
-            write_config(diff.dir, tmp, out_dtype)
+            write_config(diff.dir, tmp, out_dtype, cfg.fsync)
             copied = copy_tokenizer(diff.dir, tmp)
     summary: dict[str, Any] = {
         "command": "apply", "out": cfg.out, "dtype": dtype_name(out_dtype), "tensors": len(names),

@@ -16,7 +16,6 @@ from the pickle, pages faulted in as tensors are read.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import struct
@@ -27,6 +26,8 @@ from typing import Any
 
 import torch
 
+from common.jsonl import parse_json, read_json_object
+from recover.config import DTYPE_ALIASES, canonical_dtype
 from recover.errors import RecoverError
 
 # safetensors dtype codes ↔ torch dtypes (the ones a language-model checkpoint can hold).
@@ -37,8 +38,7 @@ ST_TO_TORCH: dict[str, torch.dtype] = {
 }
 TORCH_TO_ST = {v: k for k, v in ST_TO_TORCH.items()}
 FLOAT_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
-DTYPE_NAMES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16,
-               "bfloat16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DTYPE_NAMES = {alias: getattr(torch, name) for alias, name in DTYPE_ALIASES.items()}
 
 SAFE_INDEX = "model.safetensors.index.json"
 BIN_INDEX = "pytorch_model.bin.index.json"
@@ -46,10 +46,7 @@ MAX_HEADER = 100 << 20
 
 
 def dtype_from_name(name: str, where: str = "dtype") -> torch.dtype:
-    try:
-        return DTYPE_NAMES[name.lower()]
-    except KeyError:
-        raise RecoverError(f"{where}: unknown dtype {name!r} (one of float32, float16, bfloat16, float64)") from None
+    return DTYPE_NAMES[canonical_dtype(name, where)]
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -94,8 +91,8 @@ def read_safetensors_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str
     except FileNotFoundError:
         raise RecoverError(f"shard not found: {path}") from None
     try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        header = parse_json(raw)
+    except ValueError as exc:  # not UTF-8, not JSON, or nested too deeply
         raise RecoverError(f"{path}: not a safetensors file (header is not JSON: {exc})") from None
     if not isinstance(header, dict):
         raise RecoverError(f"{path}: not a safetensors file (header is not a mapping)")
@@ -164,10 +161,9 @@ class Checkpoint:
     def _shards(self, index_name: str, single: str, pattern: str) -> list[Path] | None:
         index = self.dir / index_name
         if index.is_file():
-            try:
-                weight_map = json.loads(index.read_text())["weight_map"]
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise RecoverError(f"{index}: not a checkpoint index ({exc})") from None
+            weight_map = read_json_object(index, RecoverError, kind="checkpoint index").get("weight_map")
+            if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+                raise RecoverError(f"{index}: not a checkpoint index (no 'weight_map' of tensor name → shard file)")
             self._index = (index, weight_map)
             files = list(dict.fromkeys(weight_map.values()))
             for name in files:

@@ -1,8 +1,10 @@
 """``python -m recover``: make-diff, apply (alias ``recover`` with CaMA's flags), verify, convert-meta, merge-lora.
 
-Each command builds its typed config (``--config FILE`` and/or flags; flags win) and calls the same
-function the tests and ``hpc.submit`` call. The summary is printed as JSON on stdout. A checksum or
-sum mismatch exits with status 1, any other bad input or config with status 2, one line on stderr.
+Each command builds its typed config (``--config FILE``, then flags, then ``--set KEY=VALUE``; the later
+wins; ``--print-config`` shows the result and exits) and calls the same function the tests and
+``hpc.submit`` call. The summary is printed as JSON on stdout. A checksum or sum mismatch exits with
+status 1 (``recover: integrity check failed: …``), any other bad input or config with status 2
+(``recover: error: …``), one line on stderr.
 SIGTERM (``scancel``) and SIGUSR2 (Slurm's time-limit warning, forwarded by slurm/lib.sh) become an
 exception, so the temporary output is removed before the job is requeued.
 """
@@ -10,14 +12,18 @@ exception, so the temporary output is removed before the job is requeued.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from common.config import ConfigError, load_config
-from recover.errors import IntegrityError, RecoverError
+from common.cli import Parser, add_config_options, config_from_args, print_config, run
+from recover.config import ApplyConfig, ConvertMetaConfig, MakeDiffConfig, MergeLoraConfig
+from recover.errors import IntegrityError
+
+PROG = "recover"
 
 
 def _apply_args(p: argparse.ArgumentParser, cama: bool = False) -> None:
@@ -29,7 +35,7 @@ def _apply_args(p: argparse.ArgumentParser, cama: bool = False) -> None:
         p.add_argument("--raw", help="base model directory (LLaMA, HF layout)")
         p.add_argument("--diff", help="the published diff directory")
         p.add_argument("--out", help="output directory for the restored model")
-    p.add_argument("--config", help="YAML ApplyConfig (flags override it)")
+    add_config_options(p, required=False, help="YAML ApplyConfig (flags and --set override it)")
     p.add_argument("--dtype", help="output dtype (default: the manifest's tuned dtype, else the raw model's)")
     p.add_argument("--force", action="store_true", default=None, help="replace an existing output")
     p.add_argument("--manifest", help="manifest path (default: DIFF/recover-manifest.json when present)")
@@ -45,17 +51,18 @@ def _apply_args(p: argparse.ArgumentParser, cama: bool = False) -> None:
     p.add_argument("--merge-out", help="output directory of the merged model")
     p.add_argument("--device")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+    p.set_defaults(func=_apply)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="YAML config of the command (flags override it)")
+    add_config_options(p, required=False, help="YAML config of the command (flags and --set override it)")
     p.add_argument("--force", action="store_true", default=None, help="replace an existing output")
     p.add_argument("--max-shard-size")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m recover", description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="python -m recover", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("make-diff", help="diff = tuned - raw, with a checksum manifest")
@@ -64,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out")
     p.add_argument("--diff-dtype", choices=("float32", "float64"))
     _common(p)
+    p.set_defaults(func=_make_diff)
 
     _apply_args(sub.add_parser("apply", help="restore the tuned model: raw + diff"))
     _apply_args(sub.add_parser("recover", help="the same as apply, with CaMA's --path_raw/--path_diff/--path_tuned"),
@@ -73,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir")
     p.add_argument("--manifest", required=True)
     p.add_argument("--role", choices=("raw", "diff", "tuned"), help="which checksums it must match (default: any)")
+    p.set_defaults(func=_verify)
 
     p = sub.add_parser("convert-meta", help="Meta consolidated.*.pth + params.json → HF LLaMA")
     p.add_argument("--input")
@@ -81,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype")
     p.add_argument("--max-position-embeddings", type=int)
     _common(p)
+    p.set_defaults(func=_convert_meta)
 
     p = sub.add_parser("merge-lora", help="merge a LoRA adapter into a full checkpoint")
     p.add_argument("--base")
@@ -90,54 +100,69 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.add_argument("--no-verify", dest="verify", action="store_false", default=None)
     _common(p)
+    p.set_defaults(func=_merge_lora)
     return parser
 
 
-def _overrides(args: argparse.Namespace, *skip: str) -> dict[str, Any]:
-    return {k: v for k, v in vars(args).items() if k not in ("command", "config", *skip) and v is not None}
+# Namespace entries that are not config keys.
+_NOT_CONFIG = ("command", "func", "config", "set", "print_config")
+
+Summary = dict[str, Any] | None  # None: nothing to print (the config was printed instead)
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    if args.command in ("apply", "recover"):
-        from recover.apply import ApplyConfig, main
+def _configured(cls: type, args: argparse.Namespace, module: str, function: str) -> Summary:
+    """The command's typed config from file, flags and --set — checked before the command's module (and
+    torch with it) is imported; printed with --print-config, else ``module.function(cfg)``."""
+    flags = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIG}
+    cfg = config_from_args(cls, args, flags)
+    if args.print_config:
+        print_config(cfg)
+        return None
+    return getattr(importlib.import_module(module), function)(cfg)
 
-        return main(load_config(ApplyConfig, args.config, _overrides(args)))
-    if args.command == "make-diff":
-        from recover.diff import MakeDiffConfig, make_diff
 
-        return make_diff(load_config(MakeDiffConfig, args.config, _overrides(args)))
-    if args.command == "verify":
-        from recover.manifest import verify_checkpoint
+def _apply(args: argparse.Namespace) -> Summary:
+    return _configured(ApplyConfig, args, "recover.apply", "main")
 
-        return {"command": "verify", **verify_checkpoint(args.dir, args.manifest, args.role)}
-    if args.command == "convert-meta":
-        from recover.meta import ConvertMetaConfig, convert_meta
 
-        return convert_meta(load_config(ConvertMetaConfig, args.config, _overrides(args)))
-    if args.command == "merge-lora":
-        from recover.lora import MergeLoraConfig, merge_lora
+def _make_diff(args: argparse.Namespace) -> Summary:
+    return _configured(MakeDiffConfig, args, "recover.diff", "make_diff")
 
-        return merge_lora(load_config(MergeLoraConfig, args.config, _overrides(args)))
-    raise AssertionError(args.command)
+
+def _verify(args: argparse.Namespace) -> Summary:
+    from recover.manifest import verify_checkpoint
+
+    return {"command": "verify", **verify_checkpoint(args.dir, args.manifest, args.role)}
+
+
+def _convert_meta(args: argparse.Namespace) -> Summary:
+    return _configured(ConvertMetaConfig, args, "recover.meta", "convert_meta")
+
+
+def _merge_lora(args: argparse.Namespace) -> Summary:
+    return _configured(MergeLoraConfig, args, "recover.lora", "merge_lora")
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _command(args: argparse.Namespace) -> int:
     previous = {s: signal.signal(s, _on_sigterm) for s in (signal.SIGTERM, signal.SIGUSR2)}
     try:
-        summary = run(args)
+        summary = args.func(args)
     except IntegrityError as exc:
-        print(f"recover {args.command}: integrity check failed: {exc}", file=sys.stderr)
+        # Not "error": the inputs are readable and consistent, but not the ones the manifest vouches for.
+        print(f"{PROG}: integrity check failed: {exc}", file=sys.stderr)
         return 1
-    except (RecoverError, ConfigError) as exc:
-        print(f"recover {args.command}: error: {exc}", file=sys.stderr)
-        return 2
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-    print(json.dumps(summary, indent=2))
+    if summary is not None:
+        print(json.dumps(summary, indent=2))
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run(PROG, lambda: _command(args))

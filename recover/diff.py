@@ -19,13 +19,13 @@ files of the tuned model, safetensors shards + index) plus ``recover-manifest.js
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from recover import arith
 from recover.checkpoint import FLOAT_DTYPES, Checkpoint, compare_structure, dtype_from_name, dtype_name, row_chunks
+from recover.config import MakeDiffConfig
 from recover.errors import RecoverError
 from recover.hffiles import check_tokenizer, copy_tokenizer, embed_rows, read_config, tokenizer_files, write_config
 from recover.manifest import MANIFEST_NAME, file_sha256, new_hash, new_manifest, update
@@ -36,19 +36,6 @@ from recover.writer import Planned, ShardedWriter
 
 ARITHMETIC = ("tuned = to(tuned dtype)(acc(raw) + acc(diff)), acc = float32, or float64 where the diff "
               "tensor is float64; round to nearest even")
-
-
-@dataclass
-class MakeDiffConfig:
-    raw: str
-    tuned: str
-    out: str
-    diff_dtype: str = "float32"     # float32 (float64 where needed for exactness) or float64
-    force: bool = False
-    max_shard_size: str = "5GB"
-    fsync: bool = True
-    chunk_mb: int = 32              # slice size in MiB of float32: memory is a few slices of this
-    progress: bool = True
 
 
 def chunk_elems(chunk_mb: int) -> int:
@@ -73,10 +60,7 @@ def _pairs(raw: Checkpoint, other: Checkpoint, name: str, step: int, pipe: Pipel
 
 def make_diff(cfg: MakeDiffConfig) -> dict[str, Any]:
     t0 = time.monotonic()
-    base_dtype = dtype_from_name(cfg.diff_dtype, "diff_dtype")
-    if base_dtype not in (torch.float32, torch.float64):
-        raise RecoverError(f"diff_dtype {cfg.diff_dtype!r}: a diff is stored in float32 or float64 (a float16 "
-                           f"diff cannot restore the tuned weights exactly)")
+    base_dtype = dtype_from_name(cfg.diff_dtype, "diff_dtype")  # float32 or float64 (MakeDiffConfig checks)
     check_target(cfg.out, cfg.force, (cfg.raw, cfg.tuned))
     step = chunk_elems(cfg.chunk_mb)
     with Checkpoint(cfg.raw, "raw model") as raw, Checkpoint(cfg.tuned, "tuned model") as tuned, Pipeline() as pipe:
@@ -132,7 +116,7 @@ def make_diff(cfg: MakeDiffConfig) -> dict[str, Any]:
                 pipe.stop()  # no write may still run while the temporary directory is removed
                 writer.abort()
                 bar.close()
-            write_config(tuned.dir, tmp, torch.float32)
+            write_config(tuned.dir, tmp, torch.float32, cfg.fsync)
             copy_tokenizer(tuned.dir, tmp)
             m = new_manifest(tmp / MANIFEST_NAME, arithmetic=ARITHMETIC,
                              tuned_dtype=_common_dtype(tuned), raw_dtype=_common_dtype(raw),

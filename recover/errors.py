@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from common.errors import UserError
 
-class RecoverError(ValueError):
+
+class RecoverError(UserError, ValueError):
     """Bad or inconsistent input (missing shard, shape mismatch, checksum failure…).
 
     The message names the file and, where there is one, the tensor; nothing was written when it is

@@ -8,13 +8,14 @@ encodes every text to nothing.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from common.atomic import write_json
+from common.jsonl import read_json_object
 from recover.checkpoint import dtype_name
 from recover.errors import RecoverError
 
@@ -25,25 +26,16 @@ EMBED_SUFFIX = "embed_tokens.weight"
 
 
 def read_config(directory: Path) -> dict[str, Any]:
-    path = Path(directory) / "config.json"
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise RecoverError(f"{path} not found: a checkpoint needs its config.json") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RecoverError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise RecoverError(f"{path}: not a JSON object")
-    return data
+    return read_json_object(Path(directory) / "config.json", RecoverError, missing="checkpoint config")
 
 
-def write_config(src_dir: Path, out_dir: Path, dtype: torch.dtype) -> None:
+def write_config(src_dir: Path, out_dir: Path, dtype: torch.dtype, fsync: bool = True) -> None:
     """config.json from ``src_dir`` with its dtype set to what was written (and generation_config.json)."""
     config = read_config(src_dir)
     keys = [k for k in ("torch_dtype", "dtype") if k in config] or ["torch_dtype"]
     for k in keys:
         config[k] = dtype_name(dtype)
-    (out_dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    write_json(Path(out_dir) / "config.json", config, indent=2, sort_keys=True, fsync=fsync)
     gen = Path(src_dir) / "generation_config.json"
     if gen.is_file():
         shutil.copyfile(gen, out_dir / gen.name)
@@ -60,9 +52,10 @@ def tokenizer_vocab_size(directory: Path) -> tuple[int, str]:
     added = directory / "added_tokens.json"
     added_ids: list[int] = []
     if added.is_file():
+        mapping = read_json_object(added, RecoverError, expect="a mapping of token → id")
         try:
-            added_ids = [int(v) for v in json.loads(added.read_text()).values()]
-        except (json.JSONDecodeError, TypeError, ValueError, AttributeError) as exc:
+            added_ids = [int(v) for v in mapping.values()]
+        except (TypeError, ValueError) as exc:
             raise RecoverError(f"{added}: not a mapping of token → id ({exc})") from None
     spm_path = directory / "tokenizer.model"
     if spm_path.is_file():
@@ -76,12 +69,12 @@ def tokenizer_vocab_size(directory: Path) -> tuple[int, str]:
         sizes.append((max([sp.GetPieceSize() - 1, *added_ids]) + 1, str(spm_path)))
     tj = directory / "tokenizer.json"
     if tj.is_file():
+        data = read_json_object(tj, RecoverError, kind="tokenizer.json")
         try:
-            data = json.loads(tj.read_text())
             vocab = data["model"]["vocab"]
             ids = list(vocab.values()) if isinstance(vocab, dict) else list(range(len(vocab)))
             ids += [int(t["id"]) for t in data.get("added_tokens") or []]
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:
             raise RecoverError(f"{tj}: cannot read the vocabulary ({exc})") from None
         sizes.append((max([*ids, *added_ids], default=-1) + 1, str(tj)))
     if not sizes:

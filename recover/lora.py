@@ -14,7 +14,6 @@ transformers, one after the other, and compares their logits on a fixed random p
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import time
@@ -24,7 +23,9 @@ from typing import Any
 
 import torch
 
+from common.jsonl import read_json_object
 from recover.checkpoint import Checkpoint, _load_bin, dtype_from_name, dtype_name, read_safetensors_header, row_chunks
+from recover.config import MergeLoraConfig
 from recover.errors import IntegrityError, RecoverError
 from recover.hffiles import check_tokenizer, copy_tokenizer, embed_rows, read_config, tokenizer_files, write_config
 from recover.outdir import atomic_dir, check_target
@@ -34,22 +35,6 @@ from recover.writer import Planned, ShardedWriter
 PREFIX = "base_model.model."
 _LORA_KEY = re.compile(r"(?P<module>.+)\.(?P<kind>lora_A|lora_B)(?:\.[^.]+)?\.weight")
 _EMB_KEY = re.compile(r"(?P<module>.+)\.(?P<kind>lora_embedding_A|lora_embedding_B)(?:\.[^.]+)?")
-
-
-@dataclass
-class MergeLoraConfig:
-    base: str                     # full HF checkpoint
-    lora: str                     # adapter dir: adapter_config.json + adapter_model.safetensors (or .bin)
-    out: str
-    dtype: str | None = None      # default: the base model's dtype (per tensor)
-    force: bool = False
-    verify: bool = True           # merged logits == base + adapter logits on a probe batch
-    verify_rtol: float | None = None   # default 1e-4 (float32 output), 2e-2 (half precision)
-    device: str = "auto"          # auto | cpu | cuda: where the matmuls and the check run
-    max_shard_size: str = "5GB"
-    fsync: bool = True
-    chunk_mb: int = 32
-    progress: bool = True
 
 
 @dataclass
@@ -77,12 +62,7 @@ def _pattern(patterns: dict[str, Any], module: str) -> Any:
 def load_adapter(directory: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], Path]:
     directory = Path(directory)
     cfg_path = directory / "adapter_config.json"
-    try:
-        config = json.loads(cfg_path.read_text())
-    except FileNotFoundError:
-        raise RecoverError(f"{cfg_path} not found: not a LoRA adapter directory") from None
-    except json.JSONDecodeError as exc:
-        raise RecoverError(f"{cfg_path}: not valid JSON ({exc})") from None
+    config = read_json_object(cfg_path, RecoverError, missing="LoRA adapter config")
     if config.get("peft_type", "LORA") != "LORA":
         raise RecoverError(f"{cfg_path}: peft_type {config.get('peft_type')!r}, only LORA adapters can be merged")
     if config.get("use_dora"):
@@ -196,7 +176,7 @@ def merge_lora(cfg: MergeLoraConfig) -> dict[str, Any]:
                 writer.abort()
                 bar.close()
             dtypes = {p.dtype for p in plan}
-            write_config(base.dir, tmp, dtypes.pop() if len(dtypes) == 1 else torch.float32)
+            write_config(base.dir, tmp, dtypes.pop() if len(dtypes) == 1 else torch.float32, cfg.fsync)
             copy_tokenizer(tok_dir, tmp)
             summary: dict[str, Any] = {
                 "command": "merge-lora", "out": cfg.out, "merged_modules": len(deltas),

@@ -26,7 +26,6 @@ Manifest layout (``recover-manifest.json``, written by ``make-diff`` into the di
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import threading
 from dataclasses import dataclass
@@ -35,6 +34,8 @@ from typing import Any
 
 import torch
 
+from common.atomic import write_json
+from common.jsonl import read_json_object
 from recover.checkpoint import Checkpoint, dtype_from_name, dtype_name
 from recover.errors import IntegrityError, RecoverError
 
@@ -112,9 +113,7 @@ class Manifest:
                                      f"the {role} model's is {want}")
 
     def save(self) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(self.data, indent=1) + "\n")
-        os.replace(tmp, self.path)
+        write_json(self.path, self.data, indent=1)
 
 
 def new_manifest(path: Path, **fields: Any) -> Manifest:
@@ -123,13 +122,8 @@ def new_manifest(path: Path, **fields: Any) -> Manifest:
 
 def load_manifest(path: str | os.PathLike) -> Manifest:
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise RecoverError(f"manifest not found: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RecoverError(f"{path}: not a JSON manifest ({exc})") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
+    data = read_json_object(path, RecoverError, missing="manifest", kind="JSON manifest", expect=f"a {FORMAT} file")
+    if data.get("format") != FORMAT:
         raise RecoverError(f"{path}: not a {FORMAT} file")
     if data.get("version") != VERSION or data.get("hash") != "sha256":
         raise RecoverError(f"{path}: manifest version {data.get('version')} / hash {data.get('hash')} not supported")

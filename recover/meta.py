@@ -12,17 +12,18 @@ weight (file pages of the mapped shards are cache the kernel can drop).
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from common.atomic import write_json
+from common.jsonl import read_json_object
 from recover.checkpoint import _load_bin, dtype_from_name, dtype_name
+from recover.config import ConvertMetaConfig
 from recover.errors import RecoverError
 from recover.hffiles import tokenizer_vocab_size
 from recover.outdir import atomic_dir, check_target
@@ -50,19 +51,6 @@ TOP_MAP = {"tok_embeddings.weight": ("model.embed_tokens.weight", 1), "norm.weig
 IGNORED = {"rope.freqs"}
 
 
-@dataclass
-class ConvertMetaConfig:
-    input: str                        # directory with consolidated.*.pth, params.json, tokenizer.model
-    out: str
-    size: str = "any"                 # 7B, 13B, 30B, 65B, 70B: checked against params.json; any: not checked
-    dtype: str | None = None          # default: the checkpoint's dtype
-    max_position_embeddings: int = 2048   # LLaMA 1 (CaMA's base); 4096 for LLaMA 2
-    force: bool = False
-    max_shard_size: str = "5GB"
-    fsync: bool = True
-    progress: bool = True
-
-
 def permute(w: torch.Tensor, n_heads: int) -> torch.Tensor:
     """Meta's interleaved rotary rows → Hugging Face's rotate-half rows, per head."""
     rows, cols = w.shape
@@ -77,12 +65,7 @@ def unpermute(w: torch.Tensor, n_heads: int) -> torch.Tensor:
 
 def _read_params(directory: Path) -> dict[str, Any]:
     path = directory / "params.json"
-    try:
-        params = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise RecoverError(f"{path} not found (Meta checkpoints come with params.json)") from None
-    except json.JSONDecodeError as exc:
-        raise RecoverError(f"{path}: not valid JSON ({exc})") from None
+    params = read_json_object(path, RecoverError, missing="Meta checkpoint's params.json")
     for key in ("dim", "n_layers", "n_heads"):
         if not isinstance(params.get(key), int):
             raise RecoverError(f"{path}: missing or non-integer {key!r}")
@@ -209,12 +192,13 @@ def convert_meta(cfg: ConvertMetaConfig) -> dict[str, Any]:
         config.architectures = ["LlamaForCausalLM"]
         config.dtype = out_dtype
         config.save_pretrained(tmp)
-        (tmp / "generation_config.json").write_text(json.dumps({"bos_token_id": 1, "eos_token_id": 2}) + "\n")
+        write_json(tmp / "generation_config.json", {"bos_token_id": 1, "eos_token_id": 2}, indent=None,
+                   fsync=cfg.fsync)
         shutil.copyfile(tok, tmp / "tokenizer.model")
-        (tmp / "tokenizer_config.json").write_text(json.dumps({
+        write_json(tmp / "tokenizer_config.json", {
             "tokenizer_class": "LlamaTokenizer", "add_bos_token": True, "add_eos_token": False,
             "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
-            "model_max_length": cfg.max_position_embeddings, "legacy": True}, indent=2) + "\n")
+            "model_max_length": cfg.max_position_embeddings, "legacy": True}, fsync=cfg.fsync)
     return {"command": "convert-meta", "out": cfg.out, "layers": n_layers, "model_parallel_shards": len(files),
             "tensors": len(plan), "dtype": dtype_name(out_dtype), "shards": len(written["shards"]),
             "bytes": written["total_size"], "seconds": round(time.monotonic() - t0, 2)}

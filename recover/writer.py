@@ -15,31 +15,19 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from common.atomic import write_json
 from recover.checkpoint import SAFE_INDEX, TORCH_TO_ST
+from recover.config import parse_size
 from recover.errors import RecoverError
 
 DEFAULT_MAX_SHARD = 5 * 10**9  # save_pretrained's default "5GB"
 WRITE_PIECE = 1 << 20
-
-
-def parse_size(value: int | str) -> int:
-    """``5GB``, ``500MB``, ``2GiB`` or a number of bytes."""
-    if isinstance(value, int):
-        return value
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B)?\s*", str(value), re.IGNORECASE)
-    if not m:
-        raise RecoverError(f"max_shard_size: cannot read {value!r} (e.g. 5GB, 500MB, 2GiB, or bytes)")
-    unit = (m.group(2) or "B").upper()
-    mult = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-            "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}[unit]
-    return int(float(m.group(1)) * mult)
 
 
 @dataclass(frozen=True)
@@ -141,7 +129,7 @@ class ShardedWriter:
         if len(self.names) > 1:
             index = {"metadata": {"total_size": total},
                      "weight_map": {p.name: self.names[i] for i, p in self._order}}
-            (self.dir / SAFE_INDEX).write_text(json.dumps(index, indent=2) + "\n")
+            write_json(self.dir / SAFE_INDEX, index, fsync=self.fsync)
         return {"shards": list(self.names), "total_size": total}
 
     def abort(self) -> None:

@@ -311,3 +311,134 @@ def test_zstd_inputs_and_a_truncated_zstd_file(tokenizer_path, tmp_path):
     # A directory input picks the .zst file up like any JSON-lines file.
     report = build(_cfg(tokenizer_path, tmp_path / "out", input=[str(whole.parent)]))
     assert report["counts"]["documents"] == 3000
+
+
+def test_a_deeply_nested_record_is_a_bad_line_not_a_crash(tokenizer_path, tmp_path):
+    good = json.dumps({"text": "这是一个正常的句子，它足够长，可以通过最小长度的过滤。第二句话也在这里！"}, ensure_ascii=False)
+    (tmp_path / "deep.jsonl").write_text(good + "\n" + "[" * 100_000 + "\n" + good + "\n", encoding="utf-8")
+    report = build(_cfg(tokenizer_path, tmp_path / "out", input=[str(tmp_path / "deep.jsonl")], min_tokens=0))
+    assert report["counts"]["skipped"] == {"invalid_json": 1} and report["counts"]["documents"] == 2
+    assert report["skipped_examples"]["invalid_json"] == [f"{tmp_path / 'deep.jsonl'}:2"]
+
+
+# --------------------------------------------------------------------------- tokenizer identity
+
+
+@pytest.fixture(scope="module")
+def other_tokenizer(tmp_path_factory) -> Path:
+    """A second tokenizer of the same kind and about the same size, trained on other text: token files
+    made with it look just as valid, only the recorded sha256 tells them apart."""
+    from conftest import sample_texts
+    from corpus.tokenizer import train_tokenizer
+
+    texts = [t[::-1] for t in sample_texts()]
+    return train_tokenizer(texts, tmp_path_factory.mktemp("other") / "tokenizer.model", vocab_size=3000)
+
+
+def test_the_build_records_its_tokenizer_and_train_can_read_it(built, tokenizer_path, tmp_path):
+    from common.markers import file_sha256
+    from corpus.identity import check_tokenizer, recorded_tokenizer_sha256
+    from corpus.indexed import IndexedWriter
+
+    cfg, report = built
+    assert recorded_tokenizer_sha256(cfg.output) == report["tokenizer"]["sha256"] == file_sha256(tokenizer_path)
+    assert check_tokenizer(cfg.output, tokenizer_path) == file_sha256(tokenizer_path)
+    # A pair written by hand records nothing: nothing to compare, no error.
+    with IndexedWriter(tmp_path / "plain", np.uint16) as w:
+        w.add_document(np.arange(3, dtype=np.uint16), [3])
+    assert recorded_tokenizer_sha256(tmp_path / "plain") is None
+    assert check_tokenizer(tmp_path / "plain", tokenizer_path) is None
+
+
+def test_validate_with_another_tokenizer_fails_naming_both(built, tokenizer_path, other_tokenizer):
+    from common.markers import file_sha256
+
+    cfg, _ = built
+    r = _run("validate", cfg.output, "--tokenizer", str(other_tokenizer))
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith("corpus: error: tokenizer mismatch")
+    for name in (str(other_tokenizer), file_sha256(other_tokenizer), str(tokenizer_path), file_sha256(tokenizer_path),
+                 cfg.output + ".json"):
+        assert name in r.stderr, name
+    r = _run("validate", cfg.output, "--tokenizer", str(tokenizer_path))
+    assert r.returncode == 0 and "sha256 matches" in r.stdout, r.stderr
+    # Decoding with another tokenizer would print nonsense: refused the same way.
+    r = _run("inspect", cfg.output, "--decode", "0", "--tokenizer", str(other_tokenizer))
+    assert r.returncode == 2 and "tokenizer mismatch" in r.stderr
+
+
+def test_merge_refuses_datasets_of_different_tokenizers(tokenizer_path, other_tokenizer, tmp_path):
+    from common.markers import file_sha256
+    from corpus.identity import recorded_tokenizer_sha256
+
+    a = build(_cfg(tokenizer_path, tmp_path / "a"))["output"]["prefix"]
+    b = build(_cfg(tokenizer_path, tmp_path / "b", lang="en"))["output"]["prefix"]
+    c = build(_cfg(other_tokenizer, tmp_path / "c"))["output"]["prefix"]
+    r = _run("merge", str(tmp_path / "ac"), a, c)
+    assert r.returncode == 2 and "different tokenizers" in r.stderr, r.stderr
+    assert a in r.stderr and c in r.stderr and file_sha256(other_tokenizer) in r.stderr
+    assert not list(tmp_path.glob("ac*"))
+    r = _run("merge", str(tmp_path / "ab"), a, b)
+    assert r.returncode == 0, r.stderr
+    # The merged pair records the tokenizer its inputs share, so the check goes on downstream.
+    assert recorded_tokenizer_sha256(tmp_path / "ab") == file_sha256(tokenizer_path)
+    r = _run("validate", str(tmp_path / "ab"), "--tokenizer", str(other_tokenizer))
+    assert r.returncode == 2 and "tokenizer mismatch" in r.stderr
+    r = _run("inspect", str(tmp_path / "ab"))
+    assert r.returncode == 0, r.stderr
+
+
+def test_merge_shards_refuses_shards_of_different_tokenizers(tokenizer_path, other_tokenizer, tmp_path):
+    from corpus.errors import TokenizerMismatchError
+
+    cfg = _cfg(tokenizer_path, tmp_path, num_shards=2)
+    build(dataclasses.replace(cfg, shard=0))
+    build(dataclasses.replace(cfg, shard=1, tokenizer=str(other_tokenizer)))
+    with pytest.raises(TokenizerMismatchError, match="different tokenizers.*shard-00000-of-00002.*shard-00001-of-00002"):
+        merge_shards(cfg, 2)
+    assert not Path(cfg.output + ".idx").exists()
+
+
+def test_a_rerun_removes_what_a_killed_build_left(tokenizer_path, tmp_path):
+    """kill -9 leaves NAME.tmp.<pid> files with a dead pid: validate names them, the next build removes them,
+    and a live writer's temporaries (or another prefix's) are left alone."""
+    cfg = _cfg(tokenizer_path, tmp_path)
+    build(cfg)
+    dead = 2**22 + 1   # above Linux's largest pid_max: no process has it
+    debris = [Path(f"{cfg.output}.bin.tmp.{dead}"), Path(f"{cfg.output}.idx.lengths.tmp.{dead}"),
+              Path(f"{cfg.output}.json.tmp.{dead}")]
+    for p in debris:
+        p.write_bytes(b"half")
+    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])   # a writer still running
+    try:
+        live = Path(f"{cfg.output}.bin.tmp.{writer.pid}")
+        other = Path(f"{cfg.output}.shard-00000-of-00002.bin.tmp.{dead}")   # another task's output
+        live.write_bytes(b"busy")
+        other.write_bytes(b"other")
+        r = _run("validate", cfg.output)
+        assert r.returncode == 0 and "3 temporary file(s)" in r.stderr and str(debris[0]) in r.stderr, r.stderr
+        build(dataclasses.replace(cfg, force=True))
+        assert not any(p.exists() for p in debris)
+        assert live.exists() and other.exists()
+    finally:
+        writer.kill()
+        writer.wait()
+
+
+def test_cli_prefix_overrides_and_print_config(tokenizer_path, tmp_path):
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text(f"input: [{SAMPLES}]\noutput: {tmp_path / 'a'}\ntokenizer: {tokenizer_path}\n")
+    r = _run("build", "--config", str(cfg_file), "--set", "seq_length=256", "--set", "workers=2", "--print-config")
+    assert r.returncode == 0, r.stderr
+    assert "seq_length: 256  # default: 1024" in r.stdout and "workers: 2  # default: 1" in r.stdout
+    assert not (tmp_path / "a.idx").exists()
+    r = _run("build", "--config", str(cfg_file), "--set", "seq_lenght=256")
+    assert r.returncode == 2 and r.stderr.startswith("corpus: error: --set seq_lenght=256")
+    assert "did you mean 'seq_length'" in r.stderr
+    # No abbreviations: --out is not --output.
+    r = _run("build", "--config", str(cfg_file), "--out", str(tmp_path / "elsewhere"))
+    assert r.returncode == 2 and "unrecognized arguments: --out" in r.stderr
+    r = _run("merge-shards", "--config", str(cfg_file), "--num-shards", "2", "--set", "output=x", "--print-config")
+    assert r.returncode == 0 and "output: x" in r.stdout, r.stderr
+    r = _run("validate", str(tmp_path / "missing"))
+    assert r.returncode == 2 and r.stderr.startswith("corpus: error: ") and "Traceback" not in r.stderr

@@ -35,7 +35,8 @@ def small_pipeline(tmp: Path, **over) -> Path:
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_pipeline_on_slurm_as_dependent_jobs_then_rerun_here_skips_every_stage(slurm_cluster, tmp_path):
-    from hpc import chain, submit
+    from hpc import submit
+    from hpc.chain import config as chain_config, markers, stages
     from slurm_fixtures import sacct_state, slurm
 
     config = small_pipeline(tmp_path, slurm={"pretrain": {"nodes": 2, "gpus_per_node": 1},
@@ -46,10 +47,10 @@ def test_pipeline_on_slurm_as_dependent_jobs_then_rerun_here_skips_every_stage(s
     assert labels == ["tokenizer", "corpus-shards", "corpus", "pretrain", "lora", "recover", "generate", "report"]
     results = sub.wait()
     run = tmp_path / "run"
-    cfg = chain.load_chain_config(config)
-    markers = {s: json.loads(chain.marker_path(cfg, s).read_text()) for s in chain.STAGES}
+    cfg = chain_config.load_chain(config)
+    done = {s: json.loads(markers.marker_path(run, s).read_text()) for s in markers.STAGES}
     # Every stage ran in its own Slurm job, in order.
-    job_ids = [markers[s]["job_id"] for s in chain.STAGES]
+    job_ids = [done[s]["job_id"] for s in markers.STAGES]
     assert all(job_ids) and len(set(job_ids)) == len(job_ids)
     pretrain_job = sub.steps[labels.index("pretrain")].job_id
     sacct_state(pretrain_job, until=["COMPLETED"])
@@ -58,7 +59,7 @@ def test_pipeline_on_slurm_as_dependent_jobs_then_rerun_here_skips_every_stage(s
     assert isinstance(ranks, list) and len(ranks) == 2  # one result per rank, each on its own node
     # The restored model is the tuned one, bit for bit (checked against the diff's manifest by the
     # stage, and here tensor by tensor); the report shows the plots and the samples.
-    assert markers["recover"]["result"]["verified"]["matches"] == ["tuned"]
+    assert done["recover"]["result"]["verified"]["matches"] == ["tuned"]
     assert_same_weights(run / "tuned", run / "restored")
     page = (run / "report.md").read_text(encoding="utf-8")
     assert "![loss and throughput](report-training.png)" in page and (run / "report-training.png").stat().st_size > 5000
@@ -68,32 +69,89 @@ def test_pipeline_on_slurm_as_dependent_jobs_then_rerun_here_skips_every_stage(s
 
     # Here, without Slurm: every stage is complete, so nothing runs again.
     started = time.monotonic()
-    again = chain.run_local(cfg)
-    assert [r["skipped"] for r in again] == [True] * len(chain.STAGES)
+    again = stages.run_local(cfg)
+    assert [r["skipped"] for r in again] == [True] * len(markers.STAGES)
     assert time.monotonic() - started < 30
 
     # One stage alone: drop its marker and only it runs again.
-    chain.marker_path(cfg, "generate").unlink()
-    again = chain.run_local(cfg)
+    markers.marker_path(run, "generate").unlink()
+    again = stages.run_local(cfg)
     assert [r["stage"] for r in again if not r["skipped"]] == ["generate"]
 
 
 def test_bad_pipeline_configs_fail_before_anything_runs(tmp_path):
     from common.config import ConfigError
-    from hpc import chain, submit
+    from hpc import submit
+    from hpc.chain.config import load_chain
 
+    # An override typo in pipeline.yaml is pipeline.yaml's, with the key path; the stage's file is fine.
     bad = small_pipeline(tmp_path, pretrain={"config": str(ROOT / "configs/tiny/pretrain.yaml"), "max_step": 3})
-    with pytest.raises(ConfigError, match=r"pretrain \(.*pretrain.yaml\): unknown key 'max_step'"):
-        chain.load_chain_config(bad)
+    with pytest.raises(ConfigError, match=r"pipeline\.yaml: pretrain: unknown key 'max_step' \(did you mean 'max_steps'") as err:
+        load_chain(bad)
+    assert "configs/tiny/pretrain.yaml" not in str(err.value)
+    bad = small_pipeline(tmp_path, corpus={"config": str(ROOT / "configs/tiny/corpus.yaml"), "seq_length": "long"})
+    with pytest.raises(ConfigError, match=r"pipeline\.yaml: corpus: key 'seq_length': expected an integer"):
+        load_chain(bad)
+    # A typo in the stage's own file is that file's.
+    stage_file = tmp_path / "my pretrain.yaml"
+    stage_file.write_text((ROOT / "configs/tiny/pretrain.yaml").read_text() + "warmup_stepz: 2\n", encoding="utf-8")
+    bad = small_pipeline(tmp_path, pretrain={"config": str(stage_file), "max_steps": 3})
+    with pytest.raises(ConfigError, match=r"my pretrain\.yaml: unknown key 'warmup_stepz'"):
+        load_chain(bad)
     bad = small_pipeline(tmp_path, slurm={"pretrain": {"nodez": 2}})
     with pytest.raises(ConfigError, match="slurm': pretrain: unknown key 'nodez'"):
-        chain.load_chain_config(bad)
+        load_chain(bad)
+    bad = small_pipeline(tmp_path, recover={"diff_dtyp": "float16"})
+    with pytest.raises(ConfigError, match=r"pipeline\.yaml: recover: unknown key 'diff_dtyp' \(did you mean 'diff_dtype'"):
+        load_chain(bad)
     bad = small_pipeline(tmp_path, generate={"cases": str(ROOT / "examples/cases/general.jsonl"), "top_p": 1.5})
     with pytest.raises(Exception, match="top_p"):
-        chain.load_chain_config(bad)
+        load_chain(bad)
     with pytest.raises(ConfigError, match="own shapes"):
         submit.plan("pipeline", small_pipeline(tmp_path), "dev", submit.Request(nodes=2))
     assert not (tmp_path / "run").exists()
+
+
+def test_set_overrides_a_stage_and_a_typo_in_it_is_named(tmp_path):
+    from common.config import ConfigError
+    from hpc.chain.config import load_chain, stage_config
+
+    path = small_pipeline(tmp_path)
+    chain = load_chain(path, ["pretrain.max_steps=2", "corpus.min_tokens=5"])
+    assert stage_config(chain, "pretrain").max_steps == 2 and stage_config(chain, "corpus").min_tokens == 5
+    with pytest.raises(ConfigError, match=r"pretrain: unknown key 'max_stepz'"):
+        load_chain(path, ["pretrain.max_stepz=2"])
+
+
+def test_each_job_runs_with_the_configs_frozen_at_submission(tmp_path, monkeypatch):
+    """Planning resolves every stage's config; editing the stage YAML afterwards changes nothing
+    for the submitted jobs: they rebuild the config from the frozen copy in their pickle."""
+    import pickle
+
+    from hpc import submit
+    from hpc.chain import markers
+    from hpc.chain.config import stage_config
+
+    corpus_yaml = tmp_path / "corpus.yaml"
+    corpus_yaml.write_text((ROOT / "configs/tiny/corpus.yaml").read_text(), encoding="utf-8")
+    tokenizer = tmp_path / "run" / "tokenizer.model"
+    config = small_pipeline(tmp_path, corpus={"config": str(corpus_yaml), "seq_length": 64, "min_tokens": 8})
+    p = submit.plan("pipeline", config, "dev", submit.Request(log_folder=str(tmp_path / "logs")))
+    # After submission: the stage file and the pipeline change under the jobs' feet.
+    corpus_yaml.write_text(corpus_yaml.read_text().replace("seq_length: 1024", "seq_length: 999") + "min_tokenz: 1\n")
+    config.write_text(config.read_text().replace("seq_length: 64", "seq_length: 32"))
+    tokenizer_step, corpus_step = p.steps[0], p.steps[1]
+    assert corpus_step.label == "corpus"
+    (args,) = corpus_step.calls
+    chain = pickle.loads(pickle.dumps(args[1]))  # what the job unpickles
+    assert stage_config(chain, "corpus").seq_length == 64
+    monkeypatch.setenv("PATH", str(tmp_path / "no-slurm-here"))
+    for step in (tokenizer_step, corpus_step):
+        step.fn(*step.calls[0], **step.local_kwargs)
+    built = json.loads((tmp_path / "run" / "corpus.json").read_text())
+    assert built["config"]["seq_length"] == 64
+    assert markers.read(tmp_path / "run", "corpus")["result"]["counts"] == built["counts"]
+    assert tokenizer.is_file()
 
 
 def test_a_batch_that_does_not_split_over_the_ranks_is_refused_at_planning(tmp_path):

@@ -248,3 +248,14 @@ def test_common_imports_nothing_of_the_project() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parent.parent)
     assert out.stdout.strip() == "[]"
+
+
+def test_set_steps_into_the_dataclass_member_of_a_union(tmp_path: Path) -> None:
+    @dataclass
+    class Run:
+        model: Model | str | None = None
+    with pytest.raises(ConfigError, match=r"--set model.hiden_size=8 in model: unknown key 'hiden_size' "
+                                          r"\(did you mean 'hidden_size'"):
+        load_config(Run, None, sets=["model.hiden_size=8"])
+    assert load_config(Run, None, sets=["model.hidden_size=8"]).model.hidden_size == 8
+    assert load_config(Run, None, sets=["model=path/config.json"]).model == "path/config.json"

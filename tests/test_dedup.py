@@ -1,16 +1,17 @@
-"""Exact and MinHash near-duplicate removal (corpus.dedup, corpus.minhash)."""
+"""Exact and MinHash near-duplicate removal (corpus.dedup, corpus.minhash), through the on-disk
+flow corpus.pipeline runs: prepare shards (ShardWriter) → band tasks → clustering (ShardGroup)."""
 
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from corpus.dedup import (DedupConfig, band_columns, band_params, candidate_pairs, cluster, datasketch_lsh,
-                          datasketch_pairs, deduplicate, exact_key, lean_minhash, load_signatures,
-                          save_signatures, split_bands, verify_pairs)
-from corpus.document import Document
+from corpus.dedup import (DedupConfig, ShardGroup, ShardWriter, band_columns, band_params, candidate_pairs, cluster,
+                          datasketch_lsh, datasketch_pairs, exact_key, group_band_pairs, group_representatives,
+                          lean_minhash, split_bands, verify_pairs)
 from corpus.minhash import EMPTY, densify, estimated_jaccard, shingle_hashes, signatures, true_jaccard
 
 CFG = DedupConfig()
@@ -33,6 +34,45 @@ def edit_zh(text: str, rng: random.Random, m: int) -> str:
     for p in rng.sample(range(len(s)), m):
         s[p] = rng.choice("甲乙丙丁戊己庚辛壬癸")
     return "".join(s)
+
+
+def write_shards(folder: Path, texts: list[str], lang: str, cfg: DedupConfig, shards: int = 1,
+                 block: int = 1) -> list[Path]:
+    """A source's prepare shards as corpus.pipeline writes them: block b of ``block`` documents goes
+    to shard b mod ``shards``, each row with its read position."""
+    folder.mkdir(parents=True, exist_ok=True)
+    prefixes = []
+    for k in range(shards):
+        rows = [i for i in range(len(texts)) if (i // block) % shards == k]
+        prefix = folder / f"{k:05d}-of-{shards:05d}"
+        writer = ShardWriter(prefix, cfg.num_perm)
+        part = [texts[i] for i in rows]
+        if rows:
+            writer.add(signatures(part, lang, cfg), [exact_key(t, lang) for t in part], rows)
+        writer.close()
+        prefixes.append(prefix)
+    return prefixes
+
+
+def sharded_dedup(folder: Path, texts: list[str], lang: str, cfg: DedupConfig = DedupConfig(), shards: int = 1,
+                  band_tasks: int = 1, block: int = 1) -> tuple[list[int], dict[int, int]]:
+    """corpus.pipeline's dedup of one source: exact keys, band tasks, clustering. Returns the kept
+    documents (ascending) and {dropped document: the kept one of its cluster}."""
+    group = ShardGroup([write_shards(folder, texts, lang, cfg, shards, block)])
+    uniq = group.exact_unique() if cfg.exact else np.arange(group.n, dtype=np.int64)
+    parts = [group_band_pairs(group, uniq, rng, cfg) for rng in split_bands(band_params(cfg)[0], band_tasks)]
+    rep = group_representatives(group, uniq, parts, cfg)
+    owner = {int(u): int(uniq[r]) for u, r in zip(uniq.tolist(), rep.tolist())}   # unique row → kept row
+    keys = [exact_key(t, lang) for t in texts]
+    first = {}
+    for i, key in enumerate(keys):
+        first.setdefault(key, i)
+    dup = {}
+    for i in range(len(texts)):
+        j = owner[first[keys[i]]] if cfg.exact else owner[i]
+        if j != i:
+            dup[i] = j
+    return [i for i in range(len(texts)) if i not in dup], dup
 
 
 def test_identical_docs_same_signature_and_deterministic():
@@ -95,7 +135,7 @@ def test_densification_fills_all_bins_deterministically():
     assert (signatures([""], "code", cfg) == EMPTY).all()
 
 
-def test_exact_key():
+def test_exact_key(tmp_path):
     assert exact_key("Hello   World\n", "en") == exact_key("hello world", "en")
     assert exact_key("你好  世界", "zh") == exact_key("你好 世界", "zh")
     assert exact_key("ＡＢＣ", "zh") == exact_key("ABC", "zh")  # NFKC
@@ -103,40 +143,41 @@ def test_exact_key():
     assert exact_key("def f():  \n    return 1   \n", "code") == exact_key("def f():\n    return 1", "code")
     assert exact_key("def f():\n    return 1", "code") != exact_key("def f():\n  return 1", "code")
     assert len(exact_key("x", "en")) == 16
-    docs = ["Same text.", "same   TEXT.", "other"]
-    kept, dup = deduplicate(docs, "en", CFG)
-    assert kept == [0, 2] and dup == {1: 0}
+    docs = ["Same text.", "same   TEXT.", "other", "OTHER", "same text."]
+    group = ShardGroup([write_shards(tmp_path / "s", docs, "en", CFG, shards=2)])
+    assert group.exact_unique().tolist() == [0, 2]   # the first copy of each key, in read order
+    kept, dup = sharded_dedup(tmp_path / "d", docs, "en", CFG, shards=3)
+    assert kept == [0, 2] and dup == {1: 0, 3: 2, 4: 0}
 
 
-def test_planted_cluster_collapses_to_first_and_unrelated_kept():
+def test_planted_cluster_collapses_to_first_and_unrelated_kept(tmp_path):
     rng = random.Random(2)
     base = zh_doc(rng, 1500)
     unrelated = [zh_doc(rng, 800) for _ in range(30)]
     variants = [edit_zh(base, rng, 3) for _ in range(4)]
     docs = unrelated[:10] + [base] + unrelated[10:20] + variants + unrelated[20:]
-    docs = [Document(id=f"d{i}", source="t", text=t) for i, t in enumerate(docs)]
-    kept, dup = deduplicate(docs, "zh", CFG)
+    kept, dup = sharded_dedup(tmp_path / "a", docs, "zh", CFG, shards=2, band_tasks=3)
     cluster_idx = [10] + list(range(21, 25))
     assert set(dup) == set(cluster_idx[1:])
     assert all(dup[i] == 10 for i in cluster_idx[1:])
     assert kept == [i for i in range(len(docs)) if i not in cluster_idx[1:]]
     # unrelated only: all kept
-    kept2, dup2 = deduplicate(unrelated, "zh", CFG)
+    kept2, dup2 = sharded_dedup(tmp_path / "b", unrelated, "zh", CFG)
     assert kept2 == list(range(30)) and dup2 == {}
 
 
-def test_code_lines_and_en():
+def test_code_lines_and_en(tmp_path):
     rng = random.Random(3)
     lines = [f"x{i} = compute({i}, {rng.randint(0, 9999)})" for i in range(200)]
     a = "\n".join(lines)
     b = "\n".join("    " + l + "  " for l in lines[:-3]) + "\n\nextra = 1\n"
     c = "\n".join(f"y{i} = other({i})" for i in range(200))
-    kept, dup = deduplicate([a, c, b], "code", CFG)
+    kept, dup = sharded_dedup(tmp_path / "code", [a, c, b], "code", CFG)
     assert kept == [0, 1] and dup == {2: 0}
     e = en_doc(rng, 2000)
     w = e.split()
     w[100] = "CHANGED"
-    kept, dup = deduplicate([en_doc(rng), e, " ".join(w)], "en", CFG)
+    kept, dup = sharded_dedup(tmp_path / "en", [en_doc(rng), e, " ".join(w)], "en", CFG)
     assert kept == [0, 1] and dup == {2: 1}
 
 
@@ -163,27 +204,22 @@ def test_split_bands_equal_one_shot_and_tasks_independent(tmp_path):
     merged = np.unique(np.concatenate(parts), axis=0)
     assert np.array_equal(one, merged)
     assert split_bands(16, 3) == [(0, 5), (5, 11), (11, 16)]
-    # signature shards on disk, reloaded memory-mapped, give the same pairs
-    half = len(docs) // 2
-    save_signatures(tmp_path / "sig-00000", [f"d{i}" for i in range(half)], signatures(docs[:half], "zh", CFG))
-    save_signatures(tmp_path / "sig-00001", [f"d{i}" for i in range(half, len(docs))],
-                    signatures(docs[half:], "zh", CFG))
-    ids, loaded = load_signatures([tmp_path / "sig-00000", tmp_path / "sig-00001"])
-    assert ids == [f"d{i}" for i in range(len(docs))] and np.array_equal(loaded, sigs)
-    assert not list(tmp_path.glob("*.tmp"))
-    # band tasks that load only their columns of the shards, as array tasks do
-    shards = [tmp_path / "sig-00000", tmp_path / "sig-00001"]
+    # prepare shards on disk (rows dealt out in blocks, as from one big dump), memory-mapped again:
+    # global order is read order, and band tasks reading only their columns give the one-shot pairs
+    group = ShardGroup([write_shards(tmp_path / "s", docs, "zh", CFG, shards=3, block=4)])
+    rows = np.arange(len(docs))
+    assert np.array_equal(group.gather(rows), sigs)
+    assert not [p for p in tmp_path.rglob("*") if ".tmp." in p.name]
     task_pairs = []
     for rg in split_bands(b, 3):
         cols = band_columns(rg, CFG)
-        _, part = load_signatures(shards, columns=cols)
-        assert part.shape == (len(docs), cols.stop - cols.start)
-        task_pairs.append(candidate_pairs(part, rg, CFG, col_offset=cols.start))
+        assert group.gather(rows, cols).shape == (len(docs), cols.stop - cols.start)
+        task_pairs.append(group_band_pairs(group, rows, rg, CFG))
     assert np.array_equal(np.unique(np.concatenate(task_pairs), axis=0), one)
-    # the whole driver gives the same answer whatever the number of band tasks
-    r1 = deduplicate(docs, "zh", CFG, ntasks=1)
-    for nt in (2, 5, 20):
-        assert deduplicate(docs, "zh", CFG, ntasks=nt) == r1
+    # the whole flow gives the same answer whatever the number of shards and band tasks
+    r1 = sharded_dedup(tmp_path / "one", docs, "zh", CFG)
+    for shards, nt in ((2, 2), (3, 5), (1, 20), (4, 1)):
+        assert sharded_dedup(tmp_path / f"{shards}-{nt}", docs, "zh", CFG, shards=shards, band_tasks=nt) == r1
     # and every cluster keeps its first member
     kept, dup = r1
     assert all(j < i and j in kept for i, j in dup.items())
@@ -215,14 +251,14 @@ def test_cluster_union_find_min_rep():
     assert cluster(8, pairs).tolist() == [0, 1, 2, 1, 4, 1, 6, 6]
 
 
-def test_determinism_across_runs_and_config():
+def test_determinism_across_runs_and_config(tmp_path):
     rng = random.Random(6)
     docs = _corpus(rng, 30)
     a = signatures(docs, "zh", CFG)
     b = signatures(list(docs), "zh", DedupConfig())
     assert np.array_equal(a, b)
     assert not np.array_equal(a, signatures(docs, "zh", DedupConfig(seed=2)))
-    assert deduplicate(docs, "zh", CFG) == deduplicate(list(docs), "zh", CFG)
+    assert sharded_dedup(tmp_path / "a", docs, "zh", CFG) == sharded_dedup(tmp_path / "b", list(docs), "zh", DedupConfig())
     with pytest.raises(ValueError, match="threshold"):
         DedupConfig(threshold=1.5)
     with pytest.raises(ValueError):

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from gen_helpers import make_adapter, make_base, make_steered
-from train.generate import (Decoding, GenerateError, Generator, Output, check_adapter, interactive, load_model, main,
+from train.cli import generate_main as main
+from train.generate import (Decoding, GenerateError, Generator, Output, check_adapter, interactive, load_model,
                             read_cases, run_cases)
 from train.tokenizer import load_tokenizer
 

@@ -18,7 +18,6 @@ from train.ie import (
     join_tokens,
     load_ie_templates,
     load_schema,
-    main,
     parse_ee,
     parse_ner,
     parse_re,
@@ -27,6 +26,7 @@ from train.ie import (
     render_ner,
     render_re,
 )
+from train.cli import ie_main as main
 from train.prompts import read_instructions
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -205,19 +205,23 @@ def test_items_that_would_not_parse_back_are_skipped(tmp_path):
 
 
 def test_cli_errors(tmp_path, capsys):
+    """One line ``train.ie: error: …`` and exit status 2, as every command of the suite; no output file."""
     empty = tmp_path / "empty.bio"
     empty.write_text("\n\n")
-    assert main(["--task", "ner", "--input", str(empty), "--lang", "en", "--out", str(tmp_path / "o.jsonl")]) == 1
-    assert "no usable ner sample" in capsys.readouterr().err
+    assert main(["--task", "ner", "--input", str(empty), "--lang", "en", "--out", str(tmp_path / "o.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("train.ie: error: ") and "no usable ner sample" in err
     assert not (tmp_path / "o.jsonl").exists()
     assert main(["--task", "ner", "--input", str(tmp_path / "nope.bio"), "--lang", "en",
-                 "--out", str(tmp_path / "o.jsonl")]) == 1
+                 "--out", str(tmp_path / "o.jsonl")]) == 2
     assert "input file not found" in capsys.readouterr().err
     assert main(["--task", "re", "--input", str(IE / "re_en.jsonl"), "--lang", "en", "--out", str(tmp_path / "o.jsonl"),
-                 "--schema", str(IE / "ner_schema_en.json")]) == 1
+                 "--schema", str(IE / "ner_schema_en.json")]) == 2
     assert "the schema has no 'relation_types', which task 're' needs" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--task", "pos", "--input", "x", "--lang", "en", "--out", "y"])
+    with pytest.raises(SystemExit):  # no abbreviations: --inp is not --input
+        main(["--task", "ner", "--inp", str(empty), "--lang", "en", "--out", "y"])
 
 
 # --- schema and templates ------------------------------------------------------------------

@@ -13,7 +13,7 @@ import pytest
 from train_helpers import (ROOT, assert_same_weights, env, launch, lora_config, run_ranks, signal_rank, tail,
                            tiny_base, wait_all, wait_for_file)
 
-pytestmark = pytest.mark.slow
+slow = pytest.mark.slow  # real ZeRO-3 tuning; the checks before step one below are fast
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +30,7 @@ def reference(tmp_path_factory, base) -> Path:
     return tmp / "run"
 
 
+@slow
 def test_the_saved_adapter_is_complete_and_reproduces_the_trained_logits(reference, base):
     import torch
     from safetensors.torch import load_file
@@ -64,6 +65,7 @@ def test_the_saved_adapter_is_complete_and_reproduces_the_trained_logits(referen
         verify_adapter(base, broken)
 
 
+@slow
 def test_resume_from_a_lora_checkpoint_ends_with_the_same_adapter(tmp_path, base, reference):
     cfg = lora_config(tmp_path, base, tmp_path / "run")
     logs = tmp_path / "logs"
@@ -83,6 +85,7 @@ def one_process(cfg: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
+@slow
 def test_bad_instruction_data_and_templates_fail_before_training(tmp_path, base):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")
@@ -100,3 +103,37 @@ def test_bad_instruction_data_and_templates_fail_before_training(tmp_path, base)
 
     run = one_process(lora_config(tmp_path, base, tmp_path / "d", load_in_8bit=True))
     assert run.returncode == 2 and "8-/4-bit loading needs a GPU and no DeepSpeed" in run.stderr, run.stderr[-2000:]
+
+
+def test_a_tokenizer_other_than_the_base_models_is_refused_before_torch(tmp_path):
+    """LoRA data is text: the tokenizer a job names must be the one saved with its base model."""
+    import yaml
+
+    from common.markers import file_sha256
+    from train.config import TrainError
+    from train.fingerprint import check_base_tokenizer
+
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "tokenizer.model").write_bytes(b"the base's pieces")
+    other = tmp_path / "other.model"
+    other.write_bytes(b"other pieces")
+    same = tmp_path / "same" / "tokenizer.model"
+    same.parent.mkdir()
+    same.write_bytes(b"the base's pieces")
+    assert check_base_tokenizer(None, base) is None                          # the base's own: nothing to compare
+    assert check_base_tokenizer(same.parent, base) == file_sha256(same)      # a copy of it is fine
+    with pytest.raises(TrainError, match="is not the one saved with the base model"):
+        check_base_tokenizer(other, base)
+
+    cfg = tmp_path / "job.yaml"
+    cfg.write_text(yaml.safe_dump({"base": str(base), "data": "d.jsonl", "tokenizer": str(other),
+                                   "output_dir": str(tmp_path / "run"), "cpu": True}))
+    script = ("import runpy, sys; sys.argv = ['train.lora', '--config', sys.argv[1]]\n"
+              "try:\n    runpy.run_module('train.lora', run_name='__main__')\n"
+              "except SystemExit as exc:\n    print('torch' in sys.modules); sys.exit(exc.code)\n")
+    run = subprocess.run([sys.executable, "-c", script, str(cfg)], cwd=ROOT, env=env(), capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.startswith(f"train.lora: error: tokenizer {other} (sha256 {file_sha256(other)})")
+    assert str(base / "tokenizer.model") in run.stderr and run.stdout.strip() == "False"

@@ -124,3 +124,50 @@ def test_cli_mix(sources, tmp_path):
     assert "40 samples" in r.stdout
     which, _ = load_mix(tmp_path / "cli")
     assert np.bincount(which).tolist() == [30, 10]
+
+
+def _record_tokenizer(prefix: str, sha: str) -> None:
+    """What `corpus build` writes next to its index: PREFIX.json naming the tokenizer and its sha256."""
+    import json
+
+    Path(prefix + ".json").write_text(json.dumps({"tokenizer": {"path": f"/tok/{sha[:4]}.model", "sha256": sha}}))
+
+
+def test_sources_of_different_tokenizers_are_refused(sources, tmp_path):
+    from corpus.errors import TokenizerMismatchError
+    from corpus.identity import recorded_tokenizer_sha256
+
+    cfg = MixConfig(output=str(tmp_path / "mix"), sources=[
+        MixSource("zh", sources["zh"], samples=5), MixSource("en", sources["en"], samples=5)])
+    # Sources with no record (written by hand): nothing to compare, nothing recorded.
+    assert build_mix(cfg)["tokenizer_sha256"] is None
+    assert recorded_tokenizer_sha256(cfg.output) is None
+    _record_tokenizer(sources["zh"], "a" * 64)
+    _record_tokenizer(sources["en"], "a" * 64)
+    report = build_mix(cfg)
+    assert report["tokenizer_sha256"] == "a" * 64 and [s["tokenizer_sha256"] for s in report["sources"]] == ["a" * 64] * 2
+    # The mix JSON carries it for the training side.
+    assert recorded_tokenizer_sha256(cfg.output) == "a" * 64
+    _record_tokenizer(sources["en"], "b" * 64)
+    (tmp_path / "mix.mix.json").unlink()
+    with pytest.raises(TokenizerMismatchError, match=rf"different tokenizers.*{sources['zh']}: {'a' * 64}.*"
+                                                     rf"{sources['en']}: {'b' * 64}"):
+        build_mix(cfg)
+    assert not (tmp_path / "mix.mix.json").exists()
+
+
+def test_cli_mix_set_and_print_config(sources, tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    spec = tmp_path / "mix.yaml"
+    spec.write_text(f"output: {tmp_path / 'cli'}\nsources:\n  - {{name: zh, prefix: {sources['zh']}, samples: 4}}\n")
+    r = subprocess.run([sys.executable, "-m", "corpus", "mix", "--config", str(spec), "--set", "sources[0].samples=9",
+                        "--set", "seed=5", "--print-config"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "samples: 9" in r.stdout and "seed: 5  # default: 1234" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "corpus", "mix", "--config", str(spec), "--set", "sources[0].sampels=9"],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.startswith("corpus: error: --set sources[0].sampels=9"), r.stderr

@@ -15,6 +15,9 @@ from corpus.indexed import validate
 from corpus.pipeline import GLOBAL_GROUP, _split_units, load_pipeline_config, run_pipeline
 
 TINY = ROOT / "configs" / "tiny" / "sources.yaml"
+# The pid of a killed writer in its temporaries' names: above Linux's largest pid_max, so no process has it
+# (a rerun removes temporaries of dead writers only, never a live task's).
+DEAD_PID = 2**22 + 1
 
 
 def _config(tokenizer_path, out: Path, **overrides):
@@ -138,7 +141,7 @@ def test_rerun_skips_and_a_crashed_run_resumes_to_the_same_bytes(tokenizer_path,
     run_pipeline(cfg)
     assert marker.stat().st_mtime_ns == mtime  # nothing redone
     # A run killed mid-way: a half-written temporary file, a stage without its marker, a missing index.
-    (out / "wudao" / "docs.jsonl.tmp.99999").write_text('{"id": "half')
+    (out / "wudao" / f"docs.jsonl.tmp.{DEAD_PID}").write_text('{"id": "half')
     (out / "wudao" / "prepare.json").unlink()
     (out / "github" / "github_text_document.idx").unlink()
     (out / "blend.mix.dataset_index.npy").unlink()
@@ -191,7 +194,7 @@ def test_report_page_with_plots(tokenizer_path, tmp_path):
 
 @pytest.mark.slurm
 def test_raw_source_build_on_slurm_equals_a_local_run(slurm_cluster, tokenizer_path, tmp_path):
-    """hpc.submit corpus with a sources: config, sharded: prepare shards → band tasks → a task per
+    """hpc.submit sources with a sources: config, sharded: prepare shards → band tasks → a task per
     source → mix + report, each step after the previous one; the result equals a one-process run."""
     import os
     import subprocess
@@ -211,7 +214,7 @@ def test_raw_source_build_on_slurm_equals_a_local_run(slurm_cluster, tokenizer_p
     job = tmp_path / "sources job.yaml"
     job.write_text(yaml.safe_dump(spec, allow_unicode=True))
     logs = tmp_path / "logs"
-    r = subprocess.run([sys.executable, "-m", "hpc.submit", "corpus", "--config", str(job), "--log-folder", str(logs),
+    r = subprocess.run([sys.executable, "-m", "hpc.submit", "sources", "--config", str(job), "--log-folder", str(logs),
                         "--follow"], capture_output=True, text=True, timeout=420,
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert r.returncode == 0, r.stderr + r.stdout
@@ -345,8 +348,8 @@ def test_sharded_rerun_redoes_only_what_is_missing(tokenizer_path, tmp_path):
     # A killed run's leftovers: a half-written shard (so its source was never deduplicated), a lost band
     # file, a lost source marker.
     (out / "dups" / "prepare.json").unlink()
-    (out / "dups" / "shards" / "00001-of-00002.npy.raw.tmp.4242").write_bytes(b"\x00" * 100)
-    (out / "dups" / "shards" / "00001-of-00002.docs.jsonl.tmp.4242").write_text('{"id": "ha')
+    (out / "dups" / "shards" / f"00001-of-00002.npy.raw.tmp.{DEAD_PID}").write_bytes(b"\x00" * 100)
+    (out / "dups" / "shards" / f"00001-of-00002.docs.jsonl.tmp.{DEAD_PID}").write_text('{"id": "ha')
     (out / "dups" / "shards" / "00001-of-00002.json").unlink()
     (out / "wudao" / "dedup" / "bands" / "001-of-003.npy").unlink()
     (out / "english" / "prepare.json").unlink()
@@ -425,3 +428,27 @@ def test_kill_9_of_a_sharded_run_then_rerun_gives_the_same_bytes(tokenizer_path,
         assert r.returncode == 0, r.stderr
         assert _final(out) == expected, delay
         assert not list(out.rglob("*.tmp.*"))
+
+
+def test_a_typo_in_a_source_names_the_file_and_the_item(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("output_dir: o\ntokenizer: t\nsources:\n  - {name: a, layout: wiki, lang: zh, paths: [x]}\n"
+                   "  - {name: b, layout: wiki, lang: zh, paths: [x], shrads: 2}\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: sources\[1\]: unknown key 'shrads' \(did you mean 'shards'"):
+        load_pipeline_config(bad)
+    bad.write_text("output_dir: o\ntokenizer: t\nsources: [a, b]\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: key 'sources\[0\]': expected a mapping"):
+        load_pipeline_config(bad)
+
+
+def test_cli_raw_source_build_set_and_print_config(tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "corpus", "build", "--config", str(TINY), "--output", str(tmp_path / "o"),
+                        "--set", "band_tasks=3", "--set", "sources[0].shards=2", "--print-config"],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert f"output_dir: {tmp_path / 'o'}" in r.stdout and "band_tasks: 3  # default: 1" in r.stdout
+    assert "shards: 2  # default: null" in r.stdout
+    assert not (tmp_path / "o").exists()

@@ -14,7 +14,7 @@ import pytest
 from train_helpers import (ROOT, assert_same_weights, build_corpus, env, launch, log_records, pretrain_config,
                            run_ranks, signal_rank, tail, wait_all, wait_for_file)
 
-pytestmark = pytest.mark.slow
+slow = pytest.mark.slow  # real ZeRO-3 training; the checks before step one below are fast
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +32,7 @@ def reference(tmp_path_factory, corpus, tokenizer_path) -> Path:
     return tmp / "run"
 
 
+@slow
 def test_zero3_run_exports_a_checkpoint_that_from_pretrained_loads(reference, tokenizer_path):
     import torch
     from transformers import AutoModelForCausalLM
@@ -65,6 +66,7 @@ def test_zero3_run_exports_a_checkpoint_that_from_pretrained_loads(reference, to
     assert all(r["tokens_per_s_per_gpu"] > 0 for r in logs[1:])
 
 
+@slow
 def test_a_signal_to_one_rank_checkpoints_all_and_the_rerun_ends_with_the_same_weights(
         tmp_path, corpus, tokenizer_path, reference):
     cfg = pretrain_config(tmp_path, corpus, tokenizer_path, tmp_path / "run")
@@ -96,7 +98,8 @@ def single_process(cfg: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("case", ["vocab", "positions", "dataset", "tokens"])
+@slow
+@pytest.mark.parametrize("case", ["vocab", "positions", "dataset", "tokens", "fingerprint"])
 def test_bad_input_fails_before_the_first_step(case, tmp_path, corpus, tokenizer_path):
     over: dict = {"deepspeed": None}
     data = corpus
@@ -115,7 +118,7 @@ def test_bad_input_fails_before_the_first_step(case, tmp_path, corpus, tokenizer
         with open(f"{data}.bin", "r+b") as f:
             f.truncate(f.seek(0, 2) - 2)
         expect = "broken.bin: bin size: truncated"
-    else:  # token ids beyond the vocabulary: a corpus built with another tokenizer
+    else:  # a corpus built with another tokenizer
         over["model_config"] = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
                                 "num_attention_heads": 4}
         small = tmp_path / "small.model"
@@ -124,7 +127,13 @@ def test_bad_input_fails_before_the_first_step(case, tmp_path, corpus, tokenizer
 
         train_tokenizer(sample_texts(), small, vocab_size=2500)  # the corpus has ids up to 2999
         tokenizer_path = small
-        expect = "vocabulary"
+        if case == "fingerprint":  # the corpus records its tokenizer's sha256: refused by name, before torch
+            expect = f"is not the one {corpus}.json was built with"
+        else:  # a corpus that records no tokenizer: its token ids beyond the vocabulary give it away
+            data = tmp_path / "unrecorded"
+            for suffix in (".bin", ".idx"):
+                shutil.copy(f"{corpus}{suffix}", f"{data}{suffix}")
+            expect = "vocabulary"
     cfg = pretrain_config(tmp_path, data, tokenizer_path, tmp_path / "run", **over)
     run = single_process(cfg)
     assert run.returncode == 2, run.stderr[-3000:]
@@ -133,6 +142,7 @@ def test_bad_input_fails_before_the_first_step(case, tmp_path, corpus, tokenizer
     assert not list((tmp_path / "run").glob("checkpoint-*"))
 
 
+@slow
 def test_unknown_key_and_bad_value_name_the_key(tmp_path, corpus, tokenizer_path):
     cfg = pretrain_config(tmp_path, corpus, tokenizer_path, tmp_path / "run", micro_batch_sise=2)
     run = single_process(cfg)
@@ -142,6 +152,7 @@ def test_unknown_key_and_bad_value_name_the_key(tmp_path, corpus, tokenizer_path
     assert run.returncode == 2 and "precision: 'fp8' is not one of" in run.stderr
 
 
+@slow
 @pytest.mark.slurm
 def test_preempted_on_slurm_through_hpc_submit_requeues_and_ends_with_the_same_weights(
         slurm_cluster, tmp_path, corpus, tokenizer_path, reference):
@@ -177,6 +188,7 @@ def test_preempted_on_slurm_through_hpc_submit_requeues_and_ends_with_the_same_w
     assert_same_weights(reference / "final", run / "final")
 
 
+@slow
 def test_continue_pretraining_from_a_hugging_face_checkpoint(tmp_path, corpus, reference):
     """`model:` instead of `model_config:` — CaMA's case (LLaMA-13B); here the reference run's export,
     one process without DeepSpeed; the tokenizer defaults to the checkpoint's own."""
@@ -193,3 +205,146 @@ def test_continue_pretraining_from_a_hugging_face_checkpoint(tmp_path, corpus, r
     first = [r for r in log_records(tmp_path / "run") if "loss" in r][0]
     start = [r for r in log_records(reference) if "loss" in r]
     assert first["loss"] < start[0]["loss"], "continued from the trained weights, not from scratch"
+
+
+# --- before step one, before torch: config errors and the tokenizer's fingerprint (fast) ----------------
+
+HEAVY = ("torch", "transformers", "deepspeed", "peft")
+# Runs a training CLI in this interpreter's way (``python -m``) and reports which heavy frameworks it imported.
+PROBE = """
+import runpy, sys
+sys.argv = [sys.argv[1], *sys.argv[2:]]
+code = 0
+try:
+    runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+except SystemExit as exc:
+    code = exc.code
+heavy = sorted({m.split(".")[0] for m in sys.modules} & set(%r))
+print("HEAVY:" + ",".join(heavy))
+sys.exit(code)
+""" % (HEAVY,)
+
+
+def probe(module: str, *args: str) -> tuple[subprocess.CompletedProcess, list[str]]:
+    run = subprocess.run([sys.executable, "-c", PROBE, module, *args], cwd=ROOT, env=env(), capture_output=True,
+                         text=True, timeout=60)
+    heavy = [line for line in run.stdout.splitlines() if line.startswith("HEAVY:")]
+    assert heavy, run.stdout + run.stderr
+    return run, [m for m in heavy[-1].removeprefix("HEAVY:").split(",") if m]
+
+
+def write_yaml(path: Path, values: dict) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump(values), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("module, values, expect", [
+    ("train.pretrain", {"data": "d", "tokenizer": "t", "output_dir": "o", "model_config": {"hiden_size": 64}},
+     "model_config: unknown key 'hiden_size' (did you mean 'hidden_size'?"),
+    ("train.pretrain", {"data": "d", "tokenizer": "t", "output_dir": "o", "model_config": {"hidden_size": "wide"}},
+     "model_config: key 'hidden_size': expected an integer, got 'wide'"),
+    ("train.pretrain", {"data": "d", "tokenizer": "t", "output_dir": "o", "micro_batch_sise": 2},
+     "unknown key 'micro_batch_sise' (did you mean 'micro_batch_size'?"),
+    ("train.lora", {"base": "b", "data": "d", "output_dir": "o", "lora_rank": 8}, "unknown key 'lora_rank' (did you mean 'lora_r'?"),
+    ("train.lora", {"base": "b", "data": "d", "output_dir": "o", "lora_r": 0}, "lora_r must be ≥ 1"),
+])
+def test_a_config_error_exits_2_with_one_line_and_without_importing_torch(tmp_path, module, values, expect):
+    import time
+
+    cfg = write_yaml(tmp_path / "bad.yaml", values)
+    started = time.monotonic()
+    run, heavy = probe(module, "--config", str(cfg))
+    seconds = time.monotonic() - started
+    assert run.returncode == 2, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{module}: error: {cfg}: "), run.stderr
+    assert expect in lines[0]
+    assert heavy == [], f"{module} imported {heavy} before reporting a config error"
+    assert seconds < 10  # < 1 s on an idle machine; generous for a loaded test runner
+
+
+def test_print_config_lists_every_key_of_the_nested_model_config(tmp_path):
+    cfg = write_yaml(tmp_path / "ok.yaml", {"data": "d", "tokenizer": "t", "output_dir": "o",
+                                            "model_config": {"hidden_size": 64}})
+    run, heavy = probe("train.pretrain", "--config", str(cfg), "--print-config", "--set", "max_steps=3")
+    assert run.returncode == 0, run.stderr
+    assert "  hidden_size: 64  # default: 4096" in run.stdout
+    assert "  rms_norm_eps: 1.0e-06" in run.stdout and "max_steps: 3  # default: -1" in run.stdout
+    assert heavy == []
+
+
+def test_a_tokenizer_other_than_the_corpus_one_is_refused_before_torch(tmp_path):
+    """The corpus's PREFIX.json records the sha256 of its tokenizer.model; another file is refused by name."""
+    from common.markers import file_sha256
+
+    built_with, given = tmp_path / "built.model", tmp_path / "given.model"
+    built_with.write_bytes(b"the corpus's tokenizer")
+    given.write_bytes(b"another tokenizer of the same size")
+    (tmp_path / "corpus.json").write_text(json.dumps(
+        {"tokenizer": {"path": str(built_with), "sha256": file_sha256(built_with), "vocab_size": 3000}}))
+    cfg = write_yaml(tmp_path / "job.yaml", {"data": str(tmp_path / "corpus"), "tokenizer": str(given),
+                                             "output_dir": str(tmp_path / "run"), "model_config": {"hidden_size": 32,
+                                             "num_attention_heads": 4}, "cpu": True})
+    run, heavy = probe("train.pretrain", "--config", str(cfg))
+    assert run.returncode == 2, run.stderr
+    err = run.stderr.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("train.pretrain: error: tokenizer ")
+    for part in (str(given), file_sha256(given), str(tmp_path / "corpus.json"), str(built_with), file_sha256(built_with)):
+        assert part in err
+    assert heavy == []
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_tokenizer_fingerprint_of_pairs_and_mixes(tmp_path):
+    from common.markers import file_sha256
+    from train.config import TrainError
+    from train.fingerprint import check_data_tokenizer, recorded_tokenizers
+
+    tok = tmp_path / "tok" / "tokenizer.model"
+    tok.parent.mkdir()
+    tok.write_bytes(b"pieces")
+    sha = file_sha256(tok)
+    for name, recorded in (("a", sha), ("b", "0" * 64)):
+        (tmp_path / f"{name}.idx").write_bytes(b"")
+        (tmp_path / f"{name}.json").write_text(json.dumps({"tokenizer": {"path": "x", "sha256": recorded}}))
+    assert check_data_tokenizer(tok.parent, tmp_path / "a") == sha      # a folder holding tokenizer.model
+    assert check_data_tokenizer(tok, f"{tmp_path / 'a'}.idx") == sha    # a suffix is allowed
+    with pytest.raises(TrainError, match=r"b\.json was built with \(x\) \(sha256 0{64}\)"):
+        check_data_tokenizer(tok, tmp_path / "b")
+    # A mix: every source's report is compared (relative prefixes resolve from the mix's folder).
+    (tmp_path / "m.mix.json").write_text(json.dumps({"tokenizer_sha256": sha, "tokenizer_path": str(tok),
+                                                     "sources": [{"prefix": "a"}, {"prefix": str(tmp_path / "b")}]}))
+    assert [r[0].name for r in recorded_tokenizers(tmp_path / "m")] == ["m.mix.json", "a.json", "b.json"]
+    with pytest.raises(TrainError, match="b.json was built with"):
+        check_data_tokenizer(tok, tmp_path / "m.mix.json")
+    # Nothing recorded (an older build), or a tokenizer without tokenizer.model: nothing to compare.
+    (tmp_path / "c.json").write_text(json.dumps({"counts": {}}))
+    assert check_data_tokenizer(tok, tmp_path / "c") is None
+    assert check_data_tokenizer(tmp_path, tmp_path / "b") is None
+
+
+def test_model_config_is_typed_with_llama_defaults():
+    from common.config import ConfigError, from_dict
+    from train.config import ModelConfig
+    from train.pretrain import PretrainConfig
+
+    cfg = from_dict(PretrainConfig, {"data": "d", "tokenizer": "t", "output_dir": "o",
+                                     "model_config": {"hidden_size": 64, "num_attention_heads": 4}}, "job.yaml")
+    assert isinstance(cfg.model_config, ModelConfig)
+    kwargs = cfg.model_config.llama_kwargs(vocab_size=3000, seq_length=256)
+    assert kwargs["vocab_size"] == 3000 and kwargs["max_position_embeddings"] == 256
+    assert (kwargs["hidden_size"], kwargs["intermediate_size"], kwargs["num_hidden_layers"], kwargs["rms_norm_eps"]) == \
+        (64, 11008, 32, 1e-6)
+    # Built in code (bench/, hpc): a plain mapping is checked the same way.
+    direct = PretrainConfig(data="d", tokenizer="t", output_dir="o", model_config={"hidden_size": 64,
+                                                                                  "num_attention_heads": 4})
+    assert direct.model_config == cfg.model_config
+    with pytest.raises(ConfigError, match=r"model_config: unknown key 'hiden_size' \(did you mean 'hidden_size'"):
+        PretrainConfig(data="d", tokenizer="t", output_dir="o", model_config={"hiden_size": 64})
+    with pytest.raises(ConfigError, match="hidden_size 64 is not a multiple of num_attention_heads 5"):
+        ModelConfig(hidden_size=64, num_attention_heads=5)
+    # A config.json path stays a path.
+    assert from_dict(PretrainConfig, {"data": "d", "tokenizer": "t", "output_dir": "o",
+                                      "model_config": "config.json"}).model_config == "config.json"

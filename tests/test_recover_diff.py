@@ -420,6 +420,22 @@ def test_a_killed_runs_temporary_is_removed_at_the_next_start(work, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
+def test_an_output_that_appears_meanwhile_is_not_replaced(tmp_path):
+    from recover.outdir import atomic_dir
+
+    target = tmp_path / "out"
+    with pytest.raises(RecoverError, match=r"out appeared while writing: not replaced \(pass --force\)"):
+        with atomic_dir(target) as tmp:
+            (tmp / "config.json").write_text("{}")
+            target.mkdir()  # another run finished first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and not list(target.iterdir())
+    # The block's own FileExistsError stays what it is.
+    with pytest.raises(FileExistsError, match="mine"):
+        with atomic_dir(tmp_path / "other"):
+            raise FileExistsError("mine")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
 # ---------------------------------------------------------------------------------------------
 # Command line and config
 
@@ -456,6 +472,30 @@ def test_config_file_and_unknown_keys(work, tmp_path, capsys):
     job.write_text(yaml.safe_dump({"raw": "r", "diff": "d", "out": "o", "check_raw": "sometimes"}))
     assert cli(["apply", "--config", str(job)]) == 2
     assert "check_raw must be one of inline, first, off" in capsys.readouterr().err
+
+
+def test_set_print_config_and_one_error_style(work, tmp_path, capsys):
+    root, _ = work
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump({"raw": str(root / "raw"), "diff": str(root / "diff"), "out": str(tmp_path / "o")}))
+    # File, then flags, then --set: the later wins; --print-config shows the result and runs nothing.
+    assert cli(["apply", "--config", str(job), "--check-raw", "off", "--set", "check_raw=first", "--set",
+                "chunk_mb=4", "--print-config"]) == 0
+    text = capsys.readouterr().out
+    assert "check_raw: first  # default: inline" in text and "chunk_mb: 4  # default: 32" in text
+    assert "max_shard_size: 5GB\n" in text and not (tmp_path / "o").exists()
+    assert cli(["apply", "--config", str(job), "--set", "chek_raw=first"]) == 2
+    assert capsys.readouterr().err.startswith("recover: error: --set chek_raw=first: unknown key 'chek_raw' "
+                                              "(did you mean 'check_raw'?")
+    assert cli(["make-diff", "--raw", str(root / "raw"), "--tuned", str(root / "tuned"), "--out",
+                str(root / "raw")]) == 2
+    assert capsys.readouterr().err == f"recover: error: output {root / 'raw'} is the input {root / 'raw'}: " \
+                                      f"choose another output directory\n"
+    assert cli(["make-diff", "--raw", "r", "--tuned", "t", "--out", "o", "--max-shard-size", "5XB"]) == 2
+    assert "max_shard_size: cannot read '5XB'" in capsys.readouterr().err  # before any work, not at writing
+    with pytest.raises(SystemExit):  # no abbreviations: --ou is not --out
+        cli(["apply", "--raw", "r", "--diff", "d", "--ou", str(tmp_path / "x")])
+    assert "unrecognized arguments: --ou" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -512,3 +552,13 @@ def test_sigterm_mid_run_leaves_nothing(work, tmp_path):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 128 + signal.SIGTERM
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_config_error_is_reported_before_torch_is_imported(tmp_path):
+    job = tmp_path / "job.yaml"
+    job.write_text("raw: r\ndiff: d\nout: o\nchek_raw: first\n")
+    code = ("import sys; from recover.cli import main; rc = main(['apply', '--config', sys.argv[1]]); "
+            "print(rc, 'torch' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code, str(job)], capture_output=True, text=True, cwd=ROOT)
+    assert r.stdout.split() == ["2", "False"], r.stderr
+    assert r.stderr.startswith(f"recover: error: {job}: unknown key 'chek_raw'")

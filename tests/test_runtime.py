@@ -18,12 +18,18 @@ rank = torch.distributed.get_rank()
 assert on_rank0(lambda: 41 + rank) == 41            # rank 0's result, on every rank
 def fail():
     raise OSError(28, "No space left on device")
+def leave(code):
+    # Both ranks leave the group together: a rank whose peer has already exited can abort in gloo's
+    # teardown (SIGABRT), which would hide the exit status this test is about.
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+    sys.exit(code)
 try:
     on_rank0(fail)
 except OSError as exc:
-    print(f"rank {rank}: OSError: {exc}", flush=True); sys.exit(3)
+    print(f"rank {rank}: OSError: {exc}", flush=True); leave(3)
 except TrainError as exc:
-    print(f"rank {rank}: TrainError: {exc}", flush=True); sys.exit(4)
+    print(f"rank {rank}: TrainError: {exc}", flush=True); leave(4)
 print(f"rank {rank}: no error", flush=True)
 """
 
@@ -39,3 +45,57 @@ def test_a_rank0_failure_stops_every_rank_with_its_reason():
     assert "rank 0: OSError: [Errno 28] No space left on device" in outs[0]
     assert "rank 1: TrainError: rank 0 failed, so this rank stops too: OSError: [Errno 28] No space left" in outs[1]
     assert time.monotonic() - started < 60  # not the 600 s collective timeout
+
+
+# --- complete-or-absent checkpoints (train.checkpoint, on common.markers' sealed folders) -------------
+
+def _checkpoint(root, step, files=None):
+    path = root / f"checkpoint-{step}"
+    (path / f"global_step{step}").mkdir(parents=True)
+    for name, data in (files or {"model.bin": b"x" * 10, f"global_step{step}/zero.pt": b"y" * 3}).items():
+        (path / name).write_bytes(data)
+    return path
+
+
+def test_a_checkpoint_counts_once_its_marker_lists_every_file_with_its_size(tmp_path):
+    import json
+
+    from train import checkpoint as ckpt
+
+    path = _checkpoint(tmp_path, 4)
+    assert ckpt.read_complete(path) is None and ckpt.latest_complete(tmp_path) is None
+    sealed = ckpt.mark_complete(path, 4, {"run": {"config": {"seed": 1}}})
+    marker = json.loads((path / ckpt.MARKER).read_text())
+    assert marker["step"] == 4 and marker["run"] == {"config": {"seed": 1}} and "time" in marker
+    assert marker["files"] == {"global_step4/zero.pt": 3, "model.bin": 10}
+    assert ckpt.read_complete(path) == sealed and ckpt.latest_complete(tmp_path).step == 4
+    # A file cut short after sealing, a marker for another step, garbage: not a checkpoint.
+    (path / "model.bin").write_bytes(b"x")
+    assert ckpt.read_complete(path) is None
+    other = _checkpoint(tmp_path, 8)
+    ckpt.mark_complete(other, 8)
+    (tmp_path / "checkpoint-12").mkdir()
+    (tmp_path / "checkpoint-12" / ckpt.MARKER).write_text("{not json")
+    renamed = tmp_path / "checkpoint-9"
+    ckpt.mark_complete(_checkpoint(tmp_path, 99), 99)
+    (tmp_path / "checkpoint-99").rename(renamed)
+    assert [c.step for c in ckpt.list_complete(tmp_path)] == [8]
+    gone = ckpt.remove_incomplete(tmp_path)
+    assert sorted(p.name for p in gone) == ["checkpoint-12", "checkpoint-4", "checkpoint-9"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-8"]
+
+
+def test_prune_keeps_the_newest_and_resume_resolves(tmp_path):
+    import pytest
+
+    from train import checkpoint as ckpt
+
+    for step in (2, 4, 6):
+        ckpt.mark_complete(_checkpoint(tmp_path, step), step)
+    assert [p.name for p in ckpt.prune(tmp_path, 2)] == ["checkpoint-2"]
+    assert ckpt.prune(tmp_path, 0) == [tmp_path / "checkpoint-4"]  # at least one always stays
+    assert ckpt.resolve_resume(tmp_path, "auto").step == 6
+    assert ckpt.resolve_resume(tmp_path, "never") is None
+    assert ckpt.resolve_resume(tmp_path, str(tmp_path / "checkpoint-6")).step == 6
+    with pytest.raises(ValueError, match="is not a complete checkpoint"):
+        ckpt.resolve_resume(tmp_path, str(tmp_path / "checkpoint-2"))

@@ -1,4 +1,4 @@
-"""`python -m hpc.submit`: plans checked before sbatch, scripts rendered by submitit, jobs run for real.
+"""`python -m hpc.submit`: plans checked before sbatch, our own sbatch scripts, jobs run for real.
 
 The tests without the slurm mark need no cluster (dry runs, validation, local runs); the others
 submit to the dev cluster (hpc.devcluster) through the same code the command line uses.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import yaml
 
 from corpus.build import BuildConfig, build
 from hpc import jobs, submit as hs
+from hpc.corpus_jobs import MAX_DEFAULT_SHARDS
 from hpc.status import read_registry, registry_path, status
 from slurm_fixtures import sacct_state, slurm, slurm_cluster  # noqa: F401  (fixture)
 
@@ -159,13 +161,13 @@ def test_dry_run_corpus_is_an_array_and_a_dependent_merge(corpus_job):
 def test_default_shards_are_capped(tmp_path, tokenizer_path):
     inputs = tmp_path / "many"
     inputs.mkdir()
-    for i in range(hs.MAX_DEFAULT_SHARDS + 6):
+    for i in range(MAX_DEFAULT_SHARDS + 6):
         (inputs / f"{i:03d}.jsonl").write_text('{"text": "x"}\n')
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({"input": [str(inputs)], "output": str(tmp_path / "o"),
                                     "tokenizer": str(tokenizer_path)}))
     p = hs.plan("corpus", path, "dev")
-    assert p.steps[0].array == hs.MAX_DEFAULT_SHARDS
+    assert p.steps[0].array == MAX_DEFAULT_SHARDS
     assert hs.plan("corpus", path, "dev", hs.Request(shards=3)).steps[0].array == 3
 
 
@@ -243,7 +245,32 @@ def test_every_kind_has_a_resolvable_shape():
         assert ":" in kind.entry and (kind.config is None or ":" in kind.config)
         if not kind.gpus:
             assert kind.nodes == 1
-    assert set(jobs.public_kinds()) == {"corpus", "pretrain", "lora", "recover", "pipeline"}
+    assert set(jobs.public_kinds()) == {"corpus", "sources", "pretrain", "lora", "recover", "pipeline"}
+    for kind in jobs.KINDS.values():  # every name in the table resolves
+        for ref in (kind.entry, kind.config, kind.planner, kind.loader, kind.view):
+            if ref is not None:
+                assert jobs.resolve(ref) is not None, ref
+
+
+def test_set_overrides_and_print_config(capsys, job_yaml, corpus_job, sources_job, tmp_path):
+    rc, out, err = run_cli(capsys, "probe", "--config", job_yaml({"message": "from the file"}),
+                           "--set", "message=from --set", "--print-config")
+    assert rc == 0, err
+    assert "message: from --set  # default: hello from hpc.tasks.probe" in out and "fail: false" in out
+    assert hs.plan("probe", job_yaml({}), "dev", sets=["sleep_s=2"]).config.sleep_s == 2.0
+    rc, _, err = run_cli(capsys, "probe", "--config", job_yaml({}), "--set", "sleep=2")
+    assert rc == 2 and "hpc.submit: error: --set sleep=2: unknown key 'sleep' (did you mean 'sleep_s'?" in err
+    rc, out, err = run_cli(capsys, "corpus", "--config", corpus_job, "--set", "seq_length=64", "--print-config")
+    assert rc == 0 and "seq_length: 64  # default: 1024" in out, err
+    # A raw-source config given to `corpus` is refused by name, with the kind it belongs to.
+    rc, _, err = run_cli(capsys, "corpus", "--config", sources_job("x.yaml"), "--dry-run")
+    assert rc == 2 and "unknown key" in err and "is a config of job kind 'sources'" in err
+
+
+def test_no_abbreviated_options(capsys, job_yaml):
+    with pytest.raises(SystemExit) as stop:
+        hs.main(["probe", "--config", str(job_yaml({})), "--dry"])
+    assert stop.value.code == 2 and "unrecognized arguments: --dry" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------
@@ -283,13 +310,13 @@ def _shape(p: hs.Plan) -> list[tuple]:
 
 def test_pipeline_plans_prepare_bands_dedup_sources_mix(sources_job):
     # One shard per source, one band task: a task per source does it all, then the mix.
-    assert _shape(hs.plan("corpus", sources_job("a.yaml", workers=2), "dev")) == [
+    assert _shape(hs.plan("sources", sources_job("a.yaml", workers=2), "dev")) == [
         ("sources", 8, None, "pipeline_source", 2), ("mix", None, 0, "pipeline_finish", 2)]
     sharded = sources_job("b.yaml", workers=2, shards_per_source=3, band_tasks=4)
-    assert _shape(hs.plan("corpus", sharded, "dev")) == [
+    assert _shape(hs.plan("sources", sharded, "dev")) == [
         ("prepare", 24, None, "pipeline_prepare", 1), ("bands", 32, 0, "pipeline_bands", 1),
         ("sources", 8, 1, "pipeline_source", 2), ("mix", None, 2, "pipeline_finish", 2)]
-    p = hs.plan("corpus", sources_job("c.yaml", dedup={"scope": "global"}, band_tasks=2), "dev", hs.Request(shards=2))
+    p = hs.plan("sources", sources_job("c.yaml", dedup={"scope": "global"}, band_tasks=2), "dev", hs.Request(shards=2))
     assert _shape(p) == [
         ("prepare", 16, None, "pipeline_prepare", 1), ("bands", 2, 0, "pipeline_bands", 1),
         ("dedup", None, 1, "pipeline_dedup", 1), ("sources", 8, 2, "pipeline_source", 1),
@@ -297,14 +324,14 @@ def test_pipeline_plans_prepare_bands_dedup_sources_mix(sources_job):
     assert p.steps[0].calls[3][1:] == (1, 1)   # (source, shard): the second source's second shard
     assert {c[0].shards_per_source for c in p.steps[0].calls} == {2}
     global_job = sources_job("d.yaml", dedup={"scope": "global"}, band_tasks=2)
-    prepare, bands, dedup, sources, mix = scripts(hs.dry_run("corpus", global_job, "dev"))
-    assert sbatch_options(prepare)["--array"] == "0-7%8" and sbatch_options(prepare)["--job-name"] == "cama-corpus-prepare"
+    prepare, bands, dedup, sources, mix = scripts(hs.dry_run("sources", global_job, "dev"))
+    assert sbatch_options(prepare)["--array"] == "0-7%8" and sbatch_options(prepare)["--job-name"] == "cama-sources-prepare"
     for later in (bands, dedup, sources, mix):
         assert sbatch_options(later)["--dependency"].startswith("afterok:")
         assert sbatch_options(later)["--kill-on-invalid-dep"] == "yes"
     too_many = sources_job("e.yaml", shards_per_source=200)
     with pytest.raises(hs.ConfigError, match="prepare step would be 1600 array tasks"):
-        hs.plan("corpus", too_many, "dev")
+        hs.plan("sources", too_many, "dev")
 
 
 def test_pipeline_local_run_of_every_step_matches_one_process(capsys, sources_job, tmp_path, monkeypatch):
@@ -314,9 +341,9 @@ def test_pipeline_local_run_of_every_step_matches_one_process(capsys, sources_jo
     run_pipeline(one)
     job = sources_job("many.yaml", shards_per_source=2, shard_records=1, band_tasks=3, dedup={"scope": "global"})
     monkeypatch.setenv("PATH", str(tmp_path / "no-slurm-here"))
-    rc, out, err = run_cli(capsys, "corpus", "--config", job, "--log-folder", tmp_path / "l")
+    rc, out, err = run_cli(capsys, "sources", "--config", job, "--log-folder", tmp_path / "l")
     assert rc == 0, err
-    assert "corpus prepare: done; 16 array tasks" in out and "corpus dedup: done" in out and "corpus mix:" in out
+    assert "sources prepare: done; 16 array tasks" in out and "sources dedup: done" in out and "sources mix:" in out
     many = Path(yaml.safe_load(job.read_text())["output_dir"])
     for name in ("baike", "web", "github"):
         for ext in (".bin", ".idx"):
@@ -355,6 +382,27 @@ def test_single_job_with_awkward_name_and_paths(slurm_cluster, capsys, tmp_path)
     assert result["python"] == sys.executable
     assert sacct_state(record.job_id, until=("COMPLETED",)) == "COMPLETED"
     assert "probe: {" in record.log_paths()[0].read_text()
+    # The resolved config the job ran with, and the very script sbatch got, are in the job's folder.
+    frozen = json.loads((Path(record.folder) / "config.json").read_text())
+    assert frozen["kind"] == "probe" and frozen["config"]["message"] == "hello 'quoted' \"world\""
+    submitted = (Path(record.folder) / f"{record.job_id}_submission.sh").read_text()
+    assert sbatch_options(submitted)["--job-name"] == name and "submitit.core._submit" in submitted
+
+
+@pytest.mark.slurm
+def test_sbatch_accepts_the_rendered_scripts(slurm_cluster, corpus_job, tmp_path):
+    """`sbatch --test-only` on what --dry-run prints: the CaMA 3 × 8 GPU shape (on the dev cluster's
+    3 × 8 stand-in V100s) and a corpus array."""
+    rendered = [*scripts(hs.dry_run("pretrain", ROOT / "configs/tiny/pretrain.yaml", "dev", nodes=3, gpus_per_node=8,
+                                    log_folder=str(tmp_path / "logs"))),
+                scripts(hs.dry_run("corpus", corpus_job, "dev", log_folder=str(tmp_path / "logs")))[0]]
+    for i, text in enumerate(rendered):
+        path = tmp_path / f"script-{i}.sh"
+        path.write_text(text)
+        r = subprocess.run(["sbatch", "--test-only", str(path)], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and "to start at" in r.stderr, r.stderr
+        if i == 0:  # every node, all 16 CPUs of each (8 tasks × 2)
+            assert re.search(r"using 48 processors on nodes n\[1-3\]", r.stderr), r.stderr
 
 
 @pytest.mark.slurm
@@ -415,7 +463,7 @@ def test_failing_job_raises_from_the_api(slurm_cluster, job_yaml, tmp_path):
         sub.wait()
     text = str(err.value)
     assert "RuntimeError: probe asked to fail: cluster boom" in text.splitlines()[0]
-    assert "hpc/jobs.py" in text  # the job's own traceback
+    assert "hpc/tasks.py" in text  # the job's own traceback
     assert sacct_state(sub.job_ids[0], until=("FAILED",)) == "FAILED"
 
 

@@ -17,14 +17,14 @@ never a moment without a complete checkpoint.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from common.markers import read_seal, seal
 
 MARKER = "COMPLETE.json"
 SAMPLER_STATE = "sampler.json"
@@ -38,14 +38,6 @@ class Checkpoint:
     meta: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _step_of(path: Path) -> int | None:
     m = _NAME.match(path.name)
     return int(m.group(1)) if m else None
@@ -54,36 +46,18 @@ def _step_of(path: Path) -> int | None:
 def mark_complete(path: str | os.PathLike[str], step: int, extra: dict[str, Any] | None = None) -> Checkpoint:
     """Seal ``path`` (a checkpoint every rank has finished writing) with its marker; rank 0 only."""
     path = Path(path)
-    files: dict[str, int] = {}
-    for f in sorted(path.rglob("*")):
-        if f.is_file() and f.name != MARKER:
-            _fsync(f)
-            files[f.relative_to(path).as_posix()] = f.stat().st_size
-    meta = {"step": step, "files": files, "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            **(extra or {})}
-    tmp = path / f".{MARKER}.tmp"
-    with tmp.open("w", encoding="utf-8") as f:
-        json.dump(meta, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path / MARKER)
-    _fsync(path)
+    meta = seal(path, MARKER, **{**(extra or {}), "step": step})
     return Checkpoint(path, step, meta)
 
 
 def read_complete(path: Path) -> Checkpoint | None:
-    """The checkpoint at ``path`` if its marker is there and every file it lists has its size."""
+    """The checkpoint at ``path`` if its marker is there, names the folder's step, and every file it
+    lists has its size."""
     step = _step_of(path)
     if step is None:
         return None
-    try:
-        meta = json.loads((path / MARKER).read_text(encoding="utf-8"))
-        if meta.get("step") != step:
-            return None
-        for rel, size in meta["files"].items():
-            if (path / rel).stat().st_size != size:
-                return None
-    except (OSError, ValueError, KeyError, AttributeError):
+    meta = read_seal(path, MARKER)
+    if meta is None or meta.get("step") != step:
         return None
     return Checkpoint(path, step, meta)
 

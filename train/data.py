@@ -18,8 +18,6 @@ Nothing here loads a corpus whole: sequences are read from memory maps on demand
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -29,8 +27,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from common.errors import UserError
+from common.jsonl import read_json_object
+from common.markers import file_sha256
 from corpus.indexed import IndexedReader, IndexFormatError, validate as validate_pair
 from corpus.mix import load_mix
+from train.fingerprint import resolve_source, strip_suffix
 
 __all__ = [
     "Collator",
@@ -44,17 +46,8 @@ __all__ = [
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A training dataset is missing, inconsistent, or does not fit the model; names the file."""
-
-
-def _strip_suffix(path: PathLike) -> str:
-    """The prefix of a path given with one of the suffixes the corpus writes (or none)."""
-    text = os.fspath(path)
-    for suffix in (".mix.json", ".idx", ".bin"):
-        if text.endswith(suffix):
-            return text[: -len(suffix)]
-    return text
 
 
 # --------------------------------------------------------------------------------------------
@@ -72,7 +65,7 @@ class TokenDataset(Dataset):
     def __init__(self, prefix: PathLike, seq_length: int) -> None:
         if seq_length <= 0:
             raise ValueError(f"seq_length must be positive, got {seq_length}")
-        self.prefix = _strip_suffix(prefix)
+        self.prefix = strip_suffix(prefix)
         self.seq_length = seq_length
         self._open()
         lengths = self._reader.sequence_lengths
@@ -124,25 +117,6 @@ class TokenDataset(Dataset):
         return {"input_ids": torch.from_numpy(self.tokens(i))}
 
 
-def _resolve_source(prefix: str, mix_json: Path) -> str:
-    """A source prefix as stored in a mix: absolute, or relative to the working directory of the
-    build (how corpus.mix stores it), or relative to the mix's own folder (a moved build tree)."""
-    candidates = [prefix] if os.path.isabs(prefix) else [prefix, str(mix_json.parent / prefix)]
-    for candidate in candidates:
-        if os.path.isfile(candidate + ".idx"):
-            return candidate
-    looked = ", ".join(f"{c}.idx" for c in candidates)
-    raise DatasetError(f"{mix_json}: source {prefix!r} not found (looked for {looked})")
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(16 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class MixDataset(Dataset):
     """A blend written by ``corpus.mix``: ``ds[i]`` is sequence ``dataset_sample_index[i]`` of source
     ``dataset_index[i]``.
@@ -153,16 +127,11 @@ class MixDataset(Dataset):
     """
 
     def __init__(self, mix_prefix: PathLike, seq_length: int, check_sha: bool = True) -> None:
-        self.prefix = _strip_suffix(mix_prefix)
+        self.prefix = strip_suffix(mix_prefix)
         self.seq_length = seq_length
         self.json_path = Path(self.prefix + ".mix.json")
-        try:
-            report = json.loads(self.json_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise DatasetError(f"mix file not found: {self.json_path}") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise DatasetError(f"{self.json_path}: not a readable mix JSON ({exc})") from exc
-        sources = report.get("sources") if isinstance(report, dict) else None
+        report = read_json_object(self.json_path, DatasetError, "mix file", "mix JSON")
+        sources = report.get("sources")
         if not isinstance(sources, list) or not sources:
             raise DatasetError(f"{self.json_path}: key 'sources' must be a non-empty list")
 
@@ -172,7 +141,7 @@ class MixDataset(Dataset):
             if not isinstance(source, dict) or not isinstance(source.get("prefix"), str):
                 raise DatasetError(f"{self.json_path}: sources[{k}] has no 'prefix'")
             name = str(source.get("name", k))
-            prefix = _resolve_source(source["prefix"], self.json_path)
+            prefix = resolve_source(source["prefix"], self.json_path, DatasetError)
             dataset = TokenDataset(prefix, seq_length)
             expected = source.get("sequences")
             if expected is not None and expected != len(dataset):
@@ -180,7 +149,7 @@ class MixDataset(Dataset):
                     f"{self.json_path}: source {name!r} ({prefix}) has {len(dataset)} sequences but the mix "
                     f"was built over {expected}: the source changed since the mix was built; rebuild the mix")
             sha = source.get("idx_sha256")
-            if check_sha and sha is not None and _sha256(prefix + ".idx") != sha:
+            if check_sha and sha is not None and file_sha256(prefix + ".idx") != sha:
                 raise DatasetError(
                     f"{self.json_path}: source {name!r}: {prefix}.idx differs from the one the mix was built "
                     f"over (sha256 mismatch): the source changed since the mix was built; rebuild the mix")
@@ -265,7 +234,7 @@ def open_dataset(
     ``[0, vocab_size)``). That reads every token once — seconds per GB — and is what makes a
     corpus tokenized with another vocabulary fail before the first step.
     """
-    prefix = _strip_suffix(path)
+    prefix = strip_suffix(path)
     is_pair = os.path.isfile(prefix + ".idx")
     is_mix = os.path.isfile(prefix + ".mix.json")
     if is_pair and is_mix:

@@ -16,13 +16,15 @@ and checks it reproduces them — the guard against ZeRO-3's known failure of sa
 
 from __future__ import annotations
 
-import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from common.atomic import write_json
 from common.config import ConfigError
-from train.config import RunConfig, TrainError, run_cli
+from common.jsonl import read_json_object
+from train.config import RunConfig, TrainError, quiet_known_warnings, run_cli
 
 CAMA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 PROBE = "probe.safetensors"
@@ -115,6 +117,11 @@ def build_model(cfg: LoraConfig, dtype: Any) -> Any:
 
 def main(cfg: LoraConfig) -> dict[str, Any]:
     """Tune LoRA adapters as ``cfg`` says; every rank calls this."""
+    from train.fingerprint import check_base_tokenizer
+
+    # Before torch is imported: the base was trained on text its own tokenizer split.
+    check_base_tokenizer(cfg.tokenizer, cfg.base)
+    quiet_known_warnings(cfg.cpu)
     from train.runtime import StopOnSignal
 
     with StopOnSignal() as stopper:
@@ -217,9 +224,9 @@ def export(trainer: Any, tokenizer: Any, cfg: LoraConfig, probe: dict[str, Any])
         save_tokenizer(tokenizer, tmp)
         save_file({"input_ids": probe["input_ids"].contiguous(), "attention_mask": probe["attention_mask"].contiguous(),
                    "logits": logits.contiguous()}, str(tmp / PROBE))
-        config = json.loads((tmp / "adapter_config.json").read_text(encoding="utf-8"))
+        config = read_json_object(tmp / "adapter_config.json", TrainError, "adapter config")
         config["base_model_name_or_path"] = str(Path(cfg.base).resolve())
-        (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
+        write_json(tmp / "adapter_config.json", config, sort_keys=True)
 
     return export_model(trainer, Path(cfg.export_dir or Path(cfg.output_dir) / "adapter"), finish)
 
@@ -235,7 +242,9 @@ def verify_adapter(base: str | Path, adapter: str | Path, atol: float = 1e-4) ->
 
     probe = load_file(str(Path(adapter) / PROBE))
     model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
-    model = PeftModel.from_pretrained(model, str(adapter))
+    with warnings.catch_warnings():
+        quiet_known_warnings()  # peft's use of a deprecated transformers API
+        model = PeftModel.from_pretrained(model, str(adapter))
     model.eval()
     with torch.no_grad():
         logits = model(input_ids=probe["input_ids"], attention_mask=probe["attention_mask"]).logits.float()
@@ -267,7 +276,7 @@ def _verify_on_rank0(trainer: Any, cfg: LoraConfig, adapter: Path) -> float:
 
 
 def cli(argv: Sequence[str] | None = None) -> int:
-    return run_cli("python -m train.lora", LoraConfig, main, __doc__.split("\n\n")[0], argv)
+    return run_cli("train.lora", LoraConfig, main, __doc__.split("\n\n")[0], argv)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ gradient checkpointing, fp16 on V100 (bf16 where the GPU has it). Unlike CaMA, n
 to the CPU unless ``offload`` says so.
 
 The data is a .bin/.idx pair or a blended mix written by ``python -m corpus``; it is validated
-against the model's vocabulary before the first step, as are the tokenizer and the sequence length.
+against the model's vocabulary before the first step, as are the tokenizer (the very file the corpus
+was tokenized with, by its sha256) and the sequence length. ``model_config`` is typed
+(:class:`train.config.ModelConfig`): a misspelt key fails with its name before anything is imported.
 Every rank runs this same entry point (under Slurm through ``hpc.dist``; locally through torchrun or
 as a single process). The final model is exported as a plain Hugging Face checkpoint (safetensors +
 tokenizer) that ``from_pretrained`` loads: ``export_dir`` (default ``OUTPUT_DIR/final``).
@@ -15,13 +17,13 @@ tokenizer) that ``from_pretrained`` loads: ``export_dir`` (default ``OUTPUT_DIR/
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 from common.config import ConfigError
-from train.config import RunConfig, TrainError, run_cli
+from common.jsonl import read_json_object
+from train.config import ModelConfig, RunConfig, TrainError, as_model_config, quiet_known_warnings, run_cli
 
 
 @dataclass(kw_only=True)
@@ -29,7 +31,7 @@ class PretrainConfig(RunConfig):
     data: str                            # .bin/.idx prefix, or a mix prefix (PREFIX.mix.json)
     tokenizer: str | None = None         # folder or tokenizer.model (default: the model's own)
     model: str | None = None             # a Hugging Face LLaMA checkpoint to continue from …
-    model_config: dict[str, Any] | str | None = None  # … or a LlamaConfig (mapping or config.json) to start fresh
+    model_config: ModelConfig | str | None = None  # … or a LlamaConfig (its keys, or a config.json) to start fresh
     seq_length: int = 1024
     group_by_length: bool = False
     attn_implementation: str = "sdpa"
@@ -38,6 +40,7 @@ class PretrainConfig(RunConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        self.model_config = as_model_config(self.model_config)
         if (self.model is None) == (self.model_config is None):
             raise ConfigError("give exactly one of 'model' (a checkpoint to continue from) "
                               "or 'model_config' (a LlamaConfig to start from)")
@@ -56,15 +59,12 @@ def model_config(cfg: Any, vocab_size: int) -> Any:
             return AutoConfig.from_pretrained(cfg.model)
         except (OSError, ValueError) as exc:
             raise TrainError(f"model: cannot read a Hugging Face config from {cfg.model}: {exc}") from None
-    values = cfg.model_config
-    if isinstance(values, str):
-        try:
-            values = json.loads(Path(values).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"model_config: cannot read {values}: {exc}") from None
-    values = dict(values)
-    values.setdefault("vocab_size", vocab_size)
-    values.setdefault("max_position_embeddings", cfg.seq_length)
+    if isinstance(cfg.model_config, ModelConfig):
+        values = cfg.model_config.llama_kwargs(vocab_size, cfg.seq_length)
+    else:  # a Hugging Face config.json: transformers' own format, checked by transformers
+        values = read_json_object(cfg.model_config, ConfigError, "model_config file", "config.json")
+        values.setdefault("vocab_size", vocab_size)
+        values.setdefault("max_position_embeddings", cfg.seq_length)
     try:
         return LlamaConfig(**values)
     except (TypeError, ValueError) as exc:
@@ -83,6 +83,11 @@ def check_lengths(cfg: Any, config: Any, dataset: Any) -> None:
 
 def main(cfg: PretrainConfig) -> dict[str, Any]:
     """Pretrain (or continue pretraining) as ``cfg`` says; every rank calls this."""
+    from train.fingerprint import check_data_tokenizer
+
+    # Before torch is imported: a corpus tokenized with another tokenizer fails in a fraction of a second.
+    check_data_tokenizer(cfg.tokenizer or cfg.model, cfg.data)
+    quiet_known_warnings(cfg.cpu)
     from train.runtime import StopOnSignal
 
     with StopOnSignal() as stopper:
@@ -145,7 +150,7 @@ def export(trainer: Any, tokenizer: Any, cfg: PretrainConfig) -> Path:
 
 
 def cli(argv: Sequence[str] | None = None) -> int:
-    return run_cli("python -m train.pretrain", PretrainConfig, main, __doc__.split("\n\n")[0], argv)
+    return run_cli("train.pretrain", PretrainConfig, main, __doc__.split("\n\n")[0], argv)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import re
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,9 @@ from typing import Any, Union
 import numpy as np
 from torch.utils.data import Dataset
 
-from train.files import read_json_object
+from common.errors import UserError
+from common.jsonl import read_json_object
+from train.skipped import Skipped
 
 __all__ = [
     "IGNORE_INDEX",
@@ -54,15 +55,13 @@ PathLike = Union[str, "os.PathLike[str]"]
 IGNORE_INDEX = -100
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 _SLOT = re.compile(r"\{(instruction|input)\}")
-# How many skipped records are logged (and kept in Skipped.examples) with their file:line.
-REPORT_FIRST = 5
 
 
-class TemplateError(ValueError):
+class TemplateError(UserError, ValueError):
     """A template file is missing or malformed; names the file and the key or slot."""
 
 
-class InstructionDataError(ValueError):
+class InstructionDataError(UserError, ValueError):
     """An instruction file cannot be used at all (missing, empty, no valid record)."""
 
 
@@ -135,22 +134,6 @@ def load_template(name_or_path: PathLike) -> Template:
 
 # --------------------------------------------------------------------------------------------
 # Reading records
-
-
-class Skipped(Counter):
-    """Skipped records counted by reason; ``examples`` holds the first few as ``file:line: reason``."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.examples: list[str] = []
-
-    def add(self, where: str, reason: str, detail: str = "") -> None:
-        """Count ``reason``; the first few are kept (and logged) as ``where: reason[: detail]``."""
-        self[reason] += 1
-        if len(self.examples) < REPORT_FIRST:
-            example = f"{where}: {reason}" + (f": {detail}" if detail else "")
-            self.examples.append(example)
-            log.warning("skipped %s", example)
 
 
 def _check_record(obj: Any) -> tuple[dict[str, str] | None, str]:

@@ -25,7 +25,6 @@ import os
 import shutil
 import signal
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,14 +33,12 @@ import torch
 import transformers
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
+from common.atomic import remove_stale_temps, replace_dir, write_json
 from common.config import ConfigError
+from common.jsonl import read_json_object
 from train import checkpoint as ckpt
 from train.config import RunConfig, TrainError
 from train.data import ResumableSampler
-
-# DeepSpeed calls torch.distributed APIs torch has deprecated, and torch warns on every call: a few
-# lines per step in every rank's log, burying the training log.
-warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.distributed")
 
 DEEPSPEED_DIR = Path(__file__).resolve().parent / "deepspeed"
 
@@ -291,7 +288,7 @@ class CompleteCheckpoints(TrainerCallback):
 
     def _seal(self, output_dir: Path, step: int) -> ckpt.Checkpoint:
         path = output_dir / f"checkpoint-{step}"
-        (path / ckpt.SAMPLER_STATE).write_text(json.dumps(self.sampler_state(step), indent=1), encoding="utf-8")
+        write_json(path / ckpt.SAMPLER_STATE, self.sampler_state(step), indent=1)
         sealed = ckpt.mark_complete(path, step, {"run": self.fingerprint})
         ckpt.prune(output_dir, self.keep)
         return sealed
@@ -358,11 +355,8 @@ def check_sampler_state(checkpoint: ckpt.Checkpoint, sampler: ResumableSampler) 
 
     Only checked, not loaded: the Trainer itself fast-forwards the (deterministic) sampler by the
     checkpoint's step on resume, without reading the skipped samples."""
-    path = checkpoint.path / ckpt.SAMPLER_STATE
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise TrainError(f"{path}: cannot read the data position of the checkpoint: {exc}") from None
+    saved = read_json_object(checkpoint.path / ckpt.SAMPLER_STATE, TrainError, "the checkpoint's data position",
+                             "data position")
     now = sampler.state_dict()
     changed = [k for k in ("size", "seed", "shuffle", "group_by_length") if saved.get(k) != now.get(k)]
     if changed:
@@ -417,20 +411,21 @@ def export_model(trainer: SuiteTrainer, final: Path, finish: Any) -> Path:
     """The trained model (or adapter) saved by the Trainer into a temporary folder next to ``final``
     — under ZeRO-3 every rank takes part, the 16-bit weights being gathered — then completed by rank 0
     with ``finish(tmp)`` (tokenizer, extras) and swapped in: complete or absent."""
-    tmp = final.with_name(f".{final.name}.tmp")
-    on_rank0(shutil.rmtree, tmp, ignore_errors=True)  # what a killed export left behind
+
+    def prepare() -> str:
+        remove_stale_temps(final.parent, f"{final.name}.tmp-")  # what a killed export left behind
+        tmp = final.parent / f"{final.name}.tmp-{os.getpid()}"  # rank 0's pid: every rank gets this name
+        shutil.rmtree(tmp, ignore_errors=True)
+        return str(tmp)
+
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(on_rank0(prepare))
     trainer.save_model(str(tmp))
 
     def complete() -> None:
         (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; the suite's artifacts hold none
         finish(tmp)
-        if final.exists():
-            old = final.with_name(final.name + f".old-{os.getpid()}")
-            final.rename(old)
-            tmp.rename(final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(final)
+        replace_dir(tmp, final)
 
     on_rank0(complete)
     return final

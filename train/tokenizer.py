@@ -26,6 +26,9 @@ from typing import Union
 
 from transformers import LlamaTokenizerFast, PreTrainedTokenizerBase
 
+from common.atomic import atomic_path
+from common.errors import UserError
+
 __all__ = ["TokenizerError", "check_vocab", "load_tokenizer", "save_tokenizer", "verify_against_sentencepiece"]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -51,7 +54,7 @@ PROBES = (
 )
 
 
-class TokenizerError(ValueError):
+class TokenizerError(UserError, ValueError):
     """A tokenizer is missing, unreadable, or does not match sentencepiece or the model."""
 
 
@@ -154,9 +157,8 @@ def save_tokenizer(tokenizer: PreTrainedTokenizerBase, out_dir: PathLike) -> Non
     if source and Path(source).is_file():
         target = out / SP_MODEL
         if not (target.exists() and os.path.samefile(source, target)):
-            tmp = target.with_name(f"{SP_MODEL}.tmp.{os.getpid()}")
-            shutil.copyfile(source, tmp)
-            os.replace(tmp, target)
+            with atomic_path(target) as tmp:
+                shutil.copyfile(source, tmp)
 
 
 def check_vocab(tokenizer: PreTrainedTokenizerBase, model_vocab_size: int, where: str) -> None:

@@ -22,7 +22,6 @@ plus the decoding options of ``python -m train.generate`` (the page's defaults).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import threading
@@ -34,6 +33,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Sequence
 
+from common.cli import Parser, run
+from train.cli import add_model_args, decoding_from_args, generator_from_args
 from train.generate import Decoding, GenerateError, Generator, Output
 
 STATIC_DIR = Path(__file__).resolve().parent / "web"
@@ -204,21 +205,16 @@ def make_server(app: App, host: str = "127.0.0.1", port: int = 7860) -> Threadin
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from train.generate import add_model_args, decoding_from_args, generator_from_args, user_errors
-
-    p = argparse.ArgumentParser(prog="python -m train.web", description="A web page to try a model (streamed answers).")
+    p = Parser(prog="train.web", description="A web page to try a model (streamed answers).")
     add_model_args(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: use an SSH tunnel)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860; 0 picks a free one)")
     args = p.parse_args(argv)
-    try:
-        defaults = decoding_from_args(args)
-        generator = generator_from_args(args)
-    except Exception as exc:
-        if isinstance(exc, user_errors()):
-            print(f"python -m train.web: error: {exc}", file=sys.stderr)
-            return 2
-        raise
+    return run("train.web", lambda: serve(args, decoding_from_args(args), generator_from_args(args)))
+
+
+def serve(args: Any, defaults: Decoding, generator: Generator) -> int:
+    """Serve the page until Ctrl-C."""
     info = {"base": str(args.base), "lora": str(args.lora) if args.lora else None}
     server = make_server(App(generator, defaults, info), args.host, args.port)
     host, port = server.server_address[:2]

@@ -7,20 +7,17 @@ raising, because one bad record must never kill a multi-hour build (DESIGN.md, "
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from common.jsonl import parse_json
 from corpus.reader import COMPRESSED, Line, StreamError, read_lines
 
 # A JSON line longer than this is skipped (counted as "line_too_long") so one giant line costs a bounded
 # buffer, not its size. 64 MiB is far above any real article but far below a node's memory.
 MAX_LINE_BYTES = 64 << 20
-
-# Compressed suffixes handled transparently by corpus.reader.open_binary.
-
 
 
 def file_stem(path: Path) -> str:
@@ -44,7 +41,9 @@ def iter_json_records(path: Path, skips: Counter[str], max_bytes: int = MAX_LINE
     """Yield ``(lineno, object)`` for each JSON-object line of a (possibly compressed) JSON-lines file.
 
     Blank lines are ignored silently (trailing newlines are common); undecodable lines, non-object
-    values, over-long lines and a truncated compressed stream are counted and skipped.
+    values, JSON nested too deeply to parse, over-long lines and a truncated compressed stream are
+    counted and skipped. (Not :func:`common.jsonl.iter_jsonl`: the inputs here may be compressed, and
+    a cut-off compressed stream ends the file, counted, instead of raising.)
     """
     for item in read_lines(path, max_bytes):
         if isinstance(item, StreamError):
@@ -57,8 +56,8 @@ def iter_json_records(path: Path, skips: Counter[str], max_bytes: int = MAX_LINE
         if not item.data.strip():
             continue
         try:
-            obj = json.loads(item.data)
-        except (ValueError, UnicodeDecodeError):
+            obj = parse_json(item.data)
+        except ValueError:   # UnicodeDecodeError is one
             skips["invalid_json"] += 1
             continue
         if not isinstance(obj, dict):

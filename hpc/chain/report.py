@@ -14,12 +14,12 @@ from typing import Any
 
 import numpy as np
 
+from common.atomic import write_text
+from common.jsonl import BadLine, iter_jsonl
+from common.markers import read_marker
+from hpc.chain import markers
 
-def _json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+_json = read_marker  # a JSON object, or None for a file that is missing or unreadable: the report shows what is there
 
 
 def log_history(run_folder: Path) -> list[dict[str, Any]]:
@@ -85,17 +85,15 @@ def _cell(text: Any, limit: int = 120) -> str:
     return s.replace("|", "\\|")
 
 
-def write_run_report(cfg: Any) -> Path:
-    """Write ``run_dir/report.md`` (and its PNGs) for the chain config ``cfg``; return its path."""
-    from hpc.chain import STAGES, marker_path
-
-    run = Path(cfg.run_dir)
+def write_run_report(run_dir: str | os.PathLike) -> Path:
+    """Write ``run_dir/report.md`` (and its PNGs) from the stage markers and the artifacts; return its path."""
+    run = Path(run_dir)
     plots = _plots(run)
     lines = [f"# Run report: {run}", ""]
 
     lines += ["## Stages", "", "| stage | done | seconds | Slurm job |", "|---|---|---|---|"]
-    for stage in STAGES:
-        m = _json(marker_path(cfg, stage)) or {}
+    for stage in markers.STAGES:
+        m = markers.read(run, stage) or {}
         lines.append(f"| {stage} | {m.get('finished', 'this job' if stage == 'report' else '—')} | "
                      f"{m.get('seconds', '')} | {m.get('job_id') or ''} |")
 
@@ -121,7 +119,7 @@ def write_run_report(cfg: Any) -> Path:
     if "training" in plots:
         lines += ["", f"![loss and throughput]({plots['training']})"]
 
-    recover = (_json(marker_path(cfg, "recover")) or {}).get("result") or {}
+    recover = (markers.read(run, "recover") or {}).get("result") or {}
     verified = recover.get("verified")
     lines += ["", "## Publish and restore", ""]
     if verified:
@@ -131,7 +129,7 @@ def write_run_report(cfg: Any) -> Path:
     gens = []
     path = run / "generations.jsonl"
     if path.exists():
-        gens = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        gens = [g for _, g in iter_jsonl(path, on_error="skip") if not isinstance(g, BadLine)]
     lines += ["", "## Generations (restored model)", ""]
     if gens:
         lines += ["| case | output | finish |", "|---|---|---|"]
@@ -148,7 +146,5 @@ def write_run_report(cfg: Any) -> Path:
                       ("TensorBoard", "pretrain/tensorboard")):
         lines.append(f"| {what} | `{run / rel}` | {_size(run / rel)} |")
     page = run / "report.md"
-    tmp = page.with_name(f".report.md.tmp.{os.getpid()}")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    os.replace(tmp, page)
+    write_text(page, "\n".join(lines) + "\n")
     return page
