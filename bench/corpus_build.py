@@ -275,16 +275,17 @@ class TreeRSS(threading.Thread):
 
 
 def write_config(files: list[Path], model: Path, workers: int, tag: str) -> tuple[Path, Path]:
+    """The JSON-lines build (one ``jsonl`` source, no steps, no dedup: the plan's build + mix stages)."""
     out_dir = CACHE / "out" / tag
     cfg = {
-        "input": [str(f) for f in files],
-        "output": str(out_dir / "corpus"),
+        "output_dir": str(out_dir),
         "tokenizer": str(model),
-        "text_field": "text",
-        "lang": "zh",
-        "lang_field": "lang",
+        "dedup": None,
         "seq_length": 1024,
         "workers": workers,
+        "progress": False,
+        "sources": [{"name": "corpus", "layout": "jsonl", "lang": "zh", "paths": [str(f) for f in files],
+                     "options": {"fields": {"text": "text", "lang": "lang", "id": "id"}}}],
     }
     path = CACHE / f"build-{tag}.yaml"
     path.write_text(json.dumps(cfg, indent=1) + "\n", encoding="utf-8")  # JSON is YAML
@@ -308,7 +309,7 @@ def run_build(cfg_path: Path, out_dir: Path, workers: int, log: Path) -> dict:
         sampler.join()
     proc.returncode = os.waitstatus_to_exitcode(status)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    report_file = out_dir / "corpus.json"
+    report_file = out_dir / "corpus" / "corpus_text_document.json"   # the source's build report
     report = json.loads(report_file.read_text(encoding="utf-8")) if report_file.is_file() else None
     return {
         "cmd": " ".join(cmd),

@@ -1,10 +1,10 @@
 """Deterministic synthetic bilingual (zh / en / code) corpus for the corpus benchmarks.
 
-    python bench/gen_corpus.py --out DIR --mb 200 [--seed 0] [--procs 2] [--file-mb 50]
+    python bench/gen_corpus.py --out DIR --mb 200 [--seed 0] [--procs 2] [--file-mb 50] [--shares zh=1]
 
 Writes ``DIR/part-NNNNN.jsonl`` (JSON lines ``{"id", "text", "lang"}``, UTF-8, ``ensure_ascii=False``)
 holding at least ``--mb`` × 10^6 bytes of UTF-8 text, mixed by bytes roughly zh 55 %, en 30 %,
-code 15 %, then ``DIR/manifest.json`` (files, counts, bytes per language; written last, so its
+code 15 % (``--shares`` sets other shares: ``zh=1`` for Chinese only, ``code=1`` for code only), then ``DIR/manifest.json`` (files, counts, bytes per language; written last, so its
 presence means the corpus is complete). Same seed, same machine ⇒ byte-identical output, whatever
 ``--procs``: every output file is generated from its own seed ``(seed, file_index)``.
 
@@ -390,7 +390,8 @@ def _init_worker(en_vocab: list[str]) -> None:
 
 
 def _write_file(task: tuple) -> dict:
-    out_dir, index, seed, budget, code_plan = task
+    out_dir, index, seed, budget, code_plan, shares = task
+    shares = {k: v for k, v in shares.items() if v > 0}
     rng = np.random.default_rng([seed, index, FMT_VERSION])
     zh, en = _STATE["zh"], _STATE["en"]
     buffers: dict[str, list[str]] = {"zh": [], "en": [], "code": []}
@@ -403,7 +404,10 @@ def _write_file(task: tuple) -> dict:
     tmp = final.with_suffix(".jsonl.tmp")
     with open(tmp, "w", encoding="utf-8", newline="\n") as f:
         while total < budget:
-            lang = min((k for k in SHARES if k not in exhausted), key=lambda k: written[k] / SHARES[k])
+            left = [k for k in shares if k not in exhausted]
+            if not left:
+                break   # code-only, and every code source used (they repeat renamed: rarely reached)
+            lang = min(left, key=lambda k: written[k] / shares[k])
             buf = buffers[lang]
             if not buf:
                 if lang == "zh":
@@ -431,9 +435,29 @@ def _write_file(task: tuple) -> dict:
     return {"file": final.name, "bytes": written, "docs": ndocs, "file_bytes": final.stat().st_size}
 
 
+def parse_shares(text: str) -> dict[str, float]:
+    """``zh=1`` / ``zh=0.5,en=0.3,code=0.2`` → shares of the three languages (missing ones 0)."""
+    shares = {k: 0.0 for k in SHARES}
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        if key.strip() not in SHARES or not sep:
+            raise ValueError(f"--shares: {item!r} is not LANG=SHARE with LANG one of {', '.join(SHARES)}")
+        shares[key.strip()] = float(value)
+    if sum(shares.values()) <= 0:
+        raise ValueError("--shares: at least one language needs a share > 0")
+    return shares
+
+
 def generate(out: str | os.PathLike, mb: float, seed: int = 0, procs: int | None = None,
-             file_mb: float = 50.0, quiet: bool = False) -> dict:
-    """Write the corpus into ``out`` and return its manifest (also written as manifest.json)."""
+             file_mb: float = 50.0, quiet: bool = False, shares: dict[str, float] | None = None) -> dict:
+    """Write the corpus into ``out`` and return its manifest (also written as manifest.json).
+    ``shares``: the byte share of each language (default :data:`SHARES`; the default's output is
+    unchanged by this option)."""
+    if shares is None:
+        shares = dict(SHARES)
+    else:
+        norm = sum(shares.values())
+        shares = {k: shares.get(k, 0.0) / norm for k in SHARES}
     t0 = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -443,9 +467,9 @@ def generate(out: str | os.PathLike, mb: float, seed: int = 0, procs: int | None
     total = int(math.ceil(mb * 1e6))
     n_files = max(4, int(math.ceil(mb / file_mb)))
     budget = total / n_files
-    plan = assign_code(n_files, budget * SHARES["code"])
+    plan = assign_code(n_files, budget * shares["code"]) if shares["code"] > 0 else [[] for _ in range(n_files)]
     en_vocab = build_en_vocab()
-    tasks = [(str(out), i, seed, budget, plan[i]) for i in range(n_files)]
+    tasks = [(str(out), i, seed, budget, plan[i], shares) for i in range(n_files)]
     procs = max(1, min(procs or os.cpu_count() or 1, n_files))
     results = []
     if procs == 1:
@@ -471,6 +495,7 @@ def generate(out: str | os.PathLike, mb: float, seed: int = 0, procs: int | None
         "format": FMT_VERSION,
         "seed": seed,
         "mb": mb,
+        "shares": shares,
         "files": [r["file"] for r in results],
         "text_bytes": sum(bytes_.values()),
         "file_bytes": sum(r["file_bytes"] for r in results),
@@ -495,8 +520,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--procs", type=int, default=None, help="generator processes (default: all cores)")
     ap.add_argument("--file-mb", type=float, default=50.0, help="text per output file (at least 4 files)")
+    ap.add_argument("--shares", default=None, help="language byte shares, e.g. zh=1 (Chinese only) or "
+                                                    "zh=0.55,en=0.3,code=0.15 (the default)")
     args = ap.parse_args(argv)
-    m = generate(args.out, args.mb, args.seed, args.procs, args.file_mb)
+    try:
+        shares = parse_shares(args.shares) if args.shares else None
+    except ValueError as exc:
+        ap.error(str(exc))
+    m = generate(args.out, args.mb, args.seed, args.procs, args.file_mb, shares=shares)
     print(f"{m['n_docs']} docs, {m['text_bytes'] / 1e6:.1f} MB text ({m['file_bytes'] / 1e6:.1f} MB JSON) "
           f"in {len(m['files'])} files, share {m['share']}, {m['seconds']:.1f} s "
           f"({m['text_bytes'] / 1e6 / m['seconds']:.1f} MB/s)")

@@ -19,6 +19,7 @@ from common.atomic import atomic_open
 from common.errors import InputDataError
 
 MAX_LINE_BYTES = 64 << 20
+BOM = b"\xef\xbb\xbf"
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,8 @@ def _parse_line(raw: bytes, path: Path, lineno: int) -> dict[str, Any] | BadLine
 
 def iter_jsonl(path: str | os.PathLike, on_error: Literal["raise", "skip"] = "raise",
                max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[int, dict[str, Any] | BadLine]]:
-    """``(line number, object)`` for every non-blank line of a JSON-lines file (plain text).
+    """``(line number, object)`` for every non-blank line of a JSON-lines file (plain text; a UTF-8
+    byte-order mark at the start of the file is ignored).
 
     ``on_error="raise"``: the first bad line raises InputDataError ``FILE:LINE: …``; ``"skip"``: it is
     yielded as a :class:`BadLine` for the caller to count."""
@@ -71,6 +73,8 @@ def iter_jsonl(path: str | os.PathLike, on_error: Literal["raise", "skip"] = "ra
         raise InputDataError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     with f:
         for lineno, raw in enumerate(f, 1):
+            if lineno == 1 and raw.startswith(BOM):
+                raw = raw[len(BOM):]  # editors on Windows write one; it is not part of the first object
             if not raw.strip():
                 continue
             item: dict[str, Any] | BadLine
@@ -107,3 +111,16 @@ def write_jsonl(records: Iterable[Mapping[str, Any]], out: str | os.PathLike) ->
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
             n += 1
     return n
+
+
+def parse_json_prefix(text: str, pos: int = 0) -> tuple[Any, int]:
+    """The JSON value starting at ``text[pos]`` and the index just after it (``JSONDecoder.raw_decode``),
+    for streaming parsers. Every failure is a :class:`json.JSONDecodeError` (a ValueError) carrying
+    ``msg`` and ``pos`` — nesting too deep included (``msg`` "nested too deeply", ``pos`` the value's start)."""
+    try:
+        return _DECODER.raw_decode(text, pos)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", text, pos) from None
+
+
+_DECODER = json.JSONDecoder()

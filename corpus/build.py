@@ -13,6 +13,7 @@ truncated compressed file ends that file, counted, and the build goes on.
 from __future__ import annotations
 
 import dataclasses
+import json
 import multiprocessing as mp
 import os
 import sys
@@ -20,12 +21,13 @@ import time
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
+from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from common.atomic import write_json
+from common.atomic import atomic_open, write_json
 from common.errors import ConfigError
 from common.jsonl import parse_json
 from common.markers import file_sha256, fingerprint, read_marker
@@ -33,10 +35,12 @@ from corpus import identity, sentences
 from corpus.errors import CorpusError, TokenizerMismatchError
 from corpus.indexed import IndexedWriter, IndexStats, dtype_for_vocab, merge, remove_stale_temps
 from corpus.pack import PackConfig, materialize, pack_ends
+from corpus.partition import contiguous_ranges
 from corpus.reader import Line, StreamError, expand_inputs, input_size, read_lines
 from corpus.tokenizer import Tokenizer
 
 EXAMPLES_PER_REASON = 5
+_json_str = encode_basestring   # a str as a JSON string literal, non-ASCII kept (json.dumps' own, in C)
 
 
 @dataclass
@@ -47,6 +51,9 @@ class BuildConfig:
     text_field: str = "text"
     lang: str = "zh"
     lang_field: str | None = "lang"
+    id_field: str | None = "id"        # the record's id for the sidecar (else FILE_NAME:LINE)
+    source_field: str | None = "source"  # the record's source for the sidecar (else `source`)
+    source: str = ""                   # the source name of records without one
     seq_length: int = 1024
     min_tokens: int = 20
     overlap: bool = False
@@ -85,7 +92,7 @@ class BuildConfig:
 
     def output_identity(self) -> dict[str, Any]:
         """The settings that decide the output's bytes (not workers, batching or progress)."""
-        keys = ("text_field", "lang", "lang_field", "seq_length", "min_tokens", "overlap", "add_bos", "add_eos",
+        keys = ("text_field", "lang", "lang_field", "id_field", "source_field", "source", "seq_length", "min_tokens", "overlap", "add_bos", "add_eos",
                 "max_record_bytes")
         return {k: getattr(self, k) for k in keys}
 
@@ -122,6 +129,7 @@ class BatchResult:
     seq_lengths: np.ndarray
     doc_seq_counts: np.ndarray
     tally: Tally = field(default_factory=Tally)
+    sidecar: list[str] = field(default_factory=list)   # one JSON line per written document
 
 
 class DocumentError(Exception):
@@ -137,8 +145,9 @@ class DocumentError(Exception):
 # --------------------------------------------------------------------------- per-document work
 
 
-def parse_record(data: bytes, text_field: str, lang_field: str | None, default_lang: str) -> tuple[str, str]:
-    """(text, lang) of one JSON line, or DocumentError naming why not."""
+def parse_record(data: bytes, text_field: str, lang_field: str | None, default_lang: str
+                 ) -> tuple[str, str, dict[str, Any]]:
+    """(text, lang, record) of one JSON line, or DocumentError naming why not."""
     try:
         line = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -161,7 +170,23 @@ def parse_record(data: bytes, text_field: str, lang_field: str | None, default_l
         lang = record[lang_field]
         if lang not in sentences.LANGS:
             raise DocumentError("unknown_lang", f"{lang_field!r} is {lang!r}")
-    return text, lang
+    return text, lang, record
+
+
+def record_id(record: dict[str, Any], id_field: str | None, path: str, lineno: int) -> str:
+    """The record's own id when it has one, else FILE_NAME:LINE (the name only: the same input moved
+    elsewhere keeps its ids)."""
+    value = record.get(id_field) if id_field else None
+    if isinstance(value, (str, int)) and not isinstance(value, bool):
+        return str(value)
+    return f"{os.path.basename(path)}:{lineno}"
+
+
+def sidecar_line(source: str, doc_id: str, nbytes: int) -> str:
+    """One line of PREFIX.docs.jsonl: the bytes of ``json.dumps({"source", "id", "bytes"},
+    ensure_ascii=False)``, built from the two escaped strings (a dict and the generic encoder per
+    document cost more than the rest of the line's work)."""
+    return f'{{"source": {_json_str(source)}, "id": {_json_str(doc_id)}, "bytes": {nbytes}}}\n'
 
 
 def sentence_token_ends(tok_ends: np.ndarray, data: bytes, lang: str, limit: int) -> np.ndarray:
@@ -184,22 +209,22 @@ def sentence_token_ends(tok_ends: np.ndarray, data: bytes, lang: str, limit: int
 class Processor:
     """Worker-side state: the tokenizer and configs, loaded once per process."""
 
-    def __init__(self, cfg: BuildConfig) -> None:
+    def __init__(self, cfg: BuildConfig, tok: Tokenizer | None = None) -> None:
         self.cfg = cfg
         self.pack_cfg = cfg.pack_config()
-        self.tok = Tokenizer(cfg.tokenizer)
+        self.tok = tok or Tokenizer(cfg.tokenizer)
         self.dtype = dtype_for_vocab(self.tok.vocab_size)
         self.sentence_limit = cfg.seq_length - int(cfg.add_bos) - int(cfg.add_eos)
 
     def process(self, lines: list[Line]) -> BatchResult:
         result = BatchResult(np.empty(0, self.dtype), np.empty(0, np.int64), np.empty(0, np.int64))
-        docs: list[tuple[Line, str, str, bytes]] = []
+        docs: list[tuple[Line, str, str, bytes, dict[str, Any]]] = []
         for line in lines:
             result.tally.counts["records"] += 1
             try:
                 if line.data is None:
                     raise DocumentError("record_too_large", f"over {self.cfg.max_record_bytes} bytes")
-                text, lang = parse_record(line.data, self.cfg.text_field, self.cfg.lang_field, self.cfg.lang)
+                text, lang, record = parse_record(line.data, self.cfg.text_field, self.cfg.lang_field, self.cfg.lang)
                 # Lone surrogates from JSON escapes cannot be encoded: caught here, before the tokenizer.
                 data = text.encode("utf-8")
             except UnicodeEncodeError:
@@ -208,10 +233,12 @@ class Processor:
             except DocumentError as exc:
                 self._skip(result, line, exc.reason)
                 continue
-            docs.append((line, text, lang, data))
+            docs.append((line, text, lang, data, record))
         if not docs:
             return result
-        encoded = self.tok.encode_with_ends([d[1] for d in docs], [d[3] for d in docs])
+        # Token ends are only needed to cut a document into samples (one longer than a sample).
+        encoded = self.tok.encode_with_ends([d[1] for d in docs], [d[3] for d in docs],
+                                            max_whole=self.pack_cfg.seq_length - int(self.cfg.add_bos) - int(self.cfg.add_eos))
         cfg, limit = self.pack_cfg, self.pack_cfg.seq_length
         reserved = int(cfg.add_bos) + int(cfg.add_eos)
         head = np.array([self.tok.bos_id] if cfg.add_bos else [], dtype=np.int32)
@@ -220,10 +247,15 @@ class Processor:
         seq_lengths: list[int] = []
         doc_counts: list[int] = []
         c = result.tally.counts
-        for (line, _, lang, data), (ids, tok_ends) in zip(docs, encoded):
+        sidecar = result.sidecar
+        # Per-document counts in locals, into the Counter once a batch (a Counter update per
+        # document and key is a measurable share of a Chinese build).
+        text_bytes = document_tokens = 0
+        by_lang: Counter = Counter()
+        for (line, _, lang, data, record), (ids, tok_ends) in zip(docs, encoded):
             n = len(ids)
-            c["text_bytes"] += len(data)
-            c["document_tokens"] += n
+            text_bytes += len(data)
+            document_tokens += n
             if 0 < n and n + reserved <= limit:
                 # One sample holds the whole document: where its sentences end does not matter.
                 if n + reserved < max(cfg.min_tokens, 1):
@@ -245,10 +277,18 @@ class Processor:
                 pieces.append(doc_tokens)
                 seq_lengths.extend(lengths.tolist())
                 doc_counts.append(len(lengths))
-            c["documents"] += 1
-            c[f"documents_{lang}"] += 1
+            by_lang[lang] += 1
+            source = record.get(self.cfg.source_field) if self.cfg.source_field else None
+            sidecar.append(sidecar_line(source if isinstance(source, str) else self.cfg.source,
+                                        record_id(record, self.cfg.id_field, line.path, line.lineno), len(data)))
+        c["text_bytes"] += text_bytes
+        c["document_tokens"] += document_tokens
+        c["documents"] += sum(by_lang.values())
+        for lang, k in by_lang.items():
+            c[f"documents_{lang}"] += k
         if pieces:
-            result.tokens = np.concatenate(pieces).astype(self.dtype, copy=False)
+            # Straight into the file's dtype (ids < vocab_size, which the dtype holds): one copy.
+            result.tokens = np.concatenate(pieces, dtype=self.dtype, casting="unsafe")
             result.seq_lengths = np.asarray(seq_lengths, dtype=np.int64)
             result.doc_seq_counts = np.asarray(doc_counts, dtype=np.int64)
         return result
@@ -292,10 +332,12 @@ def batches(files: list[Path], cfg: BuildConfig, errors: list[StreamError]) -> I
         yield batch, size
 
 
-def run_ordered(work: Iterable[tuple[list[Line], int]], cfg: BuildConfig) -> Iterator[tuple[BatchResult, int]]:
-    """Results in input order, with at most ``2 × workers`` batches in flight."""
+def run_ordered(work: Iterable[tuple[list[Line], int]], cfg: BuildConfig, tok: Tokenizer | None = None
+                ) -> Iterator[tuple[BatchResult, int]]:
+    """Results in input order, with at most ``2 × workers`` batches in flight (``tok``: the loaded
+    tokenizer, used by a single in-process worker)."""
     if cfg.workers == 1:
-        processor = Processor(cfg)
+        processor = Processor(cfg, tok)
         for lines, size in work:
             yield processor.process(lines), size
         return
@@ -316,6 +358,11 @@ def report_path(prefix: str | os.PathLike) -> Path:
     return Path(str(prefix) + ".json")
 
 
+def sidecar_path(prefix: str | os.PathLike) -> Path:
+    """PREFIX.docs.jsonl: per document of PREFIX.bin/.idx, in document order (format in corpus.indexed)."""
+    return Path(str(prefix) + ".docs.jsonl")
+
+
 def _fingerprint(cfg: BuildConfig, files: list[Path], tokenizer_sha: str) -> str:
     return fingerprint({
         "config": cfg.output_identity(),
@@ -329,21 +376,11 @@ def shard_prefix(output: str | os.PathLike, index: int, num_shards: int) -> Path
 
 
 def partition_files(files: list[Path], num_shards: int) -> list[list[Path]]:
-    """Contiguous runs of ``files`` of about equal total size, one per shard.
-
-    Contiguous, so that merging the shards in order gives the documents in input order: the merged
-    output is byte-identical to an unsharded build. A shard may be empty when files are few.
-    """
-    sizes = [os.path.getsize(p) for p in files]
-    total = sum(sizes) or 1
-    shards: list[list[Path]] = [[] for _ in range(num_shards)]
-    done = 0
-    for path, size in zip(files, sizes):
-        # The shard whose share of the bytes this file's middle falls in.
-        index = min(int((done + size / 2) * num_shards / total), num_shards - 1)
-        shards[index].append(path)
-        done += size
-    return shards
+    """Contiguous runs of ``files`` of about equal total size, one per shard (corpus.partition):
+    merging the shards in order gives the documents in input order, so the merged output is
+    byte-identical to an unsharded build. A shard may be empty when files are few."""
+    ranges = contiguous_ranges([os.path.getsize(p) for p in files], num_shards)
+    return [files[a:b] for a, b in ranges]
 
 
 def build(cfg: BuildConfig) -> dict[str, Any]:
@@ -369,9 +406,11 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
     stream_errors: list[StreamError] = []
     bar = _progress(cfg, input_size(files))
     try:
-        with IndexedWriter(out, dtype_for_vocab(tok.vocab_size)) as writer:
-            for result, size in run_ordered(batches(files, cfg, stream_errors), cfg):
+        with IndexedWriter(out, dtype_for_vocab(tok.vocab_size)) as writer, \
+                atomic_open(sidecar_path(out), "w") as sidecar:
+            for result, size in run_ordered(batches(files, cfg, stream_errors), cfg, tok):
                 _write_batch(writer, result)
+                sidecar.writelines(result.sidecar)
                 tally.add(result.tally)
                 if bar is not None:
                     bar.update(size)
@@ -424,8 +463,14 @@ def merge_shards(cfg: BuildConfig, num_shards: int) -> dict[str, Any]:
         listing = "; ".join(f"{p}: {r['tokenizer']['sha256']} ({r['tokenizer']['path']})" for p, r in zip(prefixes, reports))
         raise TokenizerMismatchError(f"shards of {cfg.output} were built with different tokenizers "
                                      f"(sha256 per shard: {listing})")
+    fp = fingerprint(*(r["fingerprint"] for r in reports))
+    existing = read_marker(report_path(cfg.output), fp)
+    if existing and _outputs_exist(Path(cfg.output)) and not cfg.force:
+        return existing
     remove_stale_temps(cfg.output)
+    check_sidecars(prefixes)
     merge([str(p) for p in prefixes], cfg.output)
+    join_sidecars(prefixes, cfg.output)
     counts = _sum_counts([r["counts"] for r in reports])
     examples: dict[str, list[str]] = {}
     for r in reports:
@@ -433,7 +478,7 @@ def merge_shards(cfg: BuildConfig, num_shards: int) -> dict[str, Any]:
             kept = examples.setdefault(reason, [])
             kept.extend(where[:EXAMPLES_PER_REASON - len(kept)])
     report = _report(cfg, Path(cfg.output), counts, examples, reports[0]["tokenizer"]["vocab_size"],
-                     shas.pop(), fingerprint(*(r["fingerprint"] for r in reports)), time.time() - started)
+                     shas.pop(), fp, time.time() - started)
     report["shards"] = [str(p) for p in prefixes]
     report["run"]["build_seconds"] = round(sum(r["run"]["seconds"] for r in reports), 3)
     write_json(report_path(cfg.output), report)
@@ -447,24 +492,55 @@ def merge_datasets(prefixes: list[str], output: str | os.PathLike) -> IndexStats
         raise CorpusError("merge needs at least one input prefix")
     tokenizer = identity.common_tokenizer(prefixes, "inputs of the merge")
     remove_stale_temps(output)
+    with_sidecar = [sidecar_path(p).is_file() for p in prefixes]
+    # An earlier output's sidecar must not outlive its .bin/.idx (it would describe other documents).
+    sidecar_path(output).unlink(missing_ok=True)
+    joined = all(with_sidecar)
+    if joined:
+        check_sidecars(prefixes)
     stats = merge(prefixes, output)
+    if joined:
+        join_sidecars(prefixes, output)
     write_json(report_path(output), {
-        "output": {"prefix": str(output), "bin": f"{output}.bin", "idx": f"{output}.idx"},
+        "output": {"prefix": str(output), "bin": f"{output}.bin", "idx": f"{output}.idx",
+                   "docs": str(sidecar_path(output)) if joined else None},
         "merged_from": [str(p) for p in prefixes],
+        # Inputs without a PREFIX.docs.jsonl (built before it existed): then the output has none.
+        "without_sidecar": [str(p) for p, has in zip(prefixes, with_sidecar) if not has],
         "tokenizer": tokenizer,
         "stats": dataclasses.asdict(stats),
     })
     return stats
 
 
+def check_sidecars(prefixes: list[str] | list[Path]) -> None:
+    """Each input's ``PREFIX.docs.jsonl`` holds one line per document of its .idx (else tracing a sample
+    would name the wrong record): checked before anything is written."""
+    from corpus.indexed import IndexedReader
+
+    for p in prefixes:
+        lines = 0
+        with sidecar_path(p).open("rb") as part:
+            while chunk := part.read(1 << 20):
+                lines += chunk.count(b"\n")
+        with IndexedReader(p) as reader:
+            expected = reader.num_documents
+        if lines != expected:
+            raise CorpusError(f"{sidecar_path(p)}: {lines} line(s) for the {expected} document(s) of {p}.idx "
+                              f"(a sidecar of another build?): rebuild {p}")
+
+
+def join_sidecars(prefixes: list[str] | list[Path], output: str | os.PathLike) -> None:
+    """``OUTPUT.docs.jsonl``: the inputs' sidecars in order (byte copies), written atomically."""
+    with atomic_open(sidecar_path(output), "wb") as f:
+        for p in prefixes:
+            with sidecar_path(p).open("rb") as part:
+                while chunk := part.read(1 << 20):
+                    f.write(chunk)
+
+
 def _write_batch(writer: IndexedWriter, result: BatchResult) -> None:
-    pos = seq = 0
-    for n in result.doc_seq_counts.tolist():
-        doc_lengths = result.seq_lengths[seq:seq + n]
-        n_tok = int(doc_lengths.sum())
-        writer.add_document(result.tokens[pos:pos + n_tok], doc_lengths)
-        pos += n_tok
-        seq += n
+    writer.add_documents(result.tokens, result.seq_lengths, result.doc_seq_counts)
 
 
 def _sum_counts(all_counts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -498,7 +574,7 @@ def _report(cfg: BuildConfig, out: Path, counts: dict[str, Any], examples: dict[
 
 
 def _outputs_exist(prefix: Path) -> bool:
-    return Path(str(prefix) + ".bin").is_file() and Path(str(prefix) + ".idx").is_file()
+    return all(Path(str(prefix) + ext).is_file() for ext in (".bin", ".idx", ".docs.jsonl"))
 
 
 def _progress(cfg: BuildConfig, total: int | None):

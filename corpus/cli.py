@@ -1,14 +1,15 @@
-"""``python -m corpus``: build, merge-shards, mix, report, train-tokenizer, inspect, validate, merge.
+"""``python -m corpus``: build, plan, run-task, mix, report, train-tokenizer, inspect, validate, merge.
 
 Errors a user can act on (bad config, missing input, corrupt index, a tokenizer other than the
 data's) are caught once, by :func:`common.cli.run`, and printed as one line on stderr,
-``corpus: error: …``, with exit status 2. The sub-commands that take a config (build, merge-shards,
+``corpus: error: …``, with exit status 2. The sub-commands that take a config (build, plan, run-task,
 mix) also take ``--set KEY=VALUE`` and ``--print-config``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Iterator, Sequence
 
@@ -21,51 +22,65 @@ from common.jsonl import read_json_object
 PROG = "corpus"
 
 
+def _load(args: argparse.Namespace):
+    """The one corpus config: the YAML (``--config``), or a JSON-lines build from ``--input`` flags."""
+    from common.config import load_config
+    from corpus.spec import JSONL, CorpusConfig, load_corpus_config
+
+    overrides = {"tokenizer": args.tokenizer, "workers": args.workers, "output_dir": args.output,
+                 "seq_length": args.seq_length, "min_tokens": args.min_tokens, "overlap": args.overlap,
+                 "progress": False if args.no_progress else None, "force": True if args.force else None}
+    if args.config:
+        if args.input or args.text_field or args.lang:
+            raise ConfigError("--input/--text-field/--lang make a JSON-lines build without --config; with a "
+                              "config, set them on its source: --set sources[0].paths=[…]")
+        cfg = load_corpus_config(args.config, overrides, args.set)
+    else:
+        if not args.input:
+            raise ConfigError("build: --config FILE, or --input FILE … for a JSON-lines build")
+        source = {"name": "corpus", "layout": JSONL, "lang": args.lang or "zh", "paths": args.input,
+                  "options": {"fields": {"text": args.text_field}} if args.text_field else {}}
+        cfg = load_config(CorpusConfig, None, overrides, args.set, values={"sources": [source], "dedup": None})
+    return cfg.with_tasks(args.tasks) if args.tasks is not None else cfg
+
+
 def _build(args: argparse.Namespace) -> int:
-    from corpus.build import BuildConfig, build
-    from corpus.pipeline import format_pipeline_report, is_pipeline_config, load_pipeline_config, run_pipeline
+    from corpus.plan import format_report as format_plan_report, run_plan
 
-    if args.config and is_pipeline_config(args.config):
-        # A `sources:` list: the raw-source build (read → clean → filter → dedup → pack → mix).
-        cfg = load_pipeline_config(args.config, {"tokenizer": args.tokenizer, "workers": args.workers,
-                                                 "output_dir": args.output}, args.set)
-        if args.print_config:
-            return print_config(cfg)
-        print(format_pipeline_report(run_pipeline(cfg)))
-        return 0
-
-    overrides = {
-        "input": args.input,
-        "output": args.output,
-        "tokenizer": args.tokenizer,
-        "workers": args.workers,
-        "text_field": args.text_field,
-        "lang": args.lang,
-        "seq_length": args.seq_length,
-        "min_tokens": args.min_tokens,
-        "overlap": args.overlap,
-        "progress": False if args.no_progress else None,
-        "force": True if args.force else None,
-        "shard": args.shard,
-        "num_shards": args.num_shards,
-    }
-    cfg = config_from_args(BuildConfig, args, overrides)
+    cfg = _load(args)
     if args.print_config:
         return print_config(cfg)
-    report = build(cfg)
-    if report.get("skipped_rebuild"):
-        print(f"{cfg.output}: up to date (same inputs, tokenizer and config); --force rebuilds", file=sys.stderr)
-    print(format_report(report))
+    print(format_plan_report(run_plan(cfg)))
     return 0
 
 
-def _merge_shards(args: argparse.Namespace) -> int:
-    from corpus.build import BuildConfig, merge_shards
+def _plan(args: argparse.Namespace) -> int:
+    import json
 
-    cfg = config_from_args(BuildConfig, args, {"output": args.output})
+    from corpus.plan import make_plan
+
+    cfg = _load(args)
     if args.print_config:
         return print_config(cfg)
-    print(format_report(merge_shards(cfg, args.num_shards)))
+    stages = make_plan(cfg)
+    if args.json:
+        # What an executor reads (slurm/corpus_array.sh): the stages in order, each with its task count.
+        print(json.dumps({"stages": [dataclasses.asdict(s) for s in stages]}))
+        return 0
+    for stage in stages:
+        print(f"{stage.name:<8} {stage.tasks:>5} task(s), {stage.cpus} CPU(s) each")
+    return 0
+
+
+def _run_task(args: argparse.Namespace) -> int:
+    import json
+
+    from corpus.plan import run_task
+
+    cfg = _load(args)
+    if args.print_config:
+        return print_config(cfg)
+    print(json.dumps(run_task(cfg, args.stage, args.task), ensure_ascii=False, default=str))
     return 0
 
 
@@ -106,7 +121,7 @@ def _train_tokenizer(args: argparse.Namespace) -> int:
                 if not isinstance(item, Line) or item.data is None:
                     continue
                 try:
-                    text, _ = parse_record(item.data, args.text_field, None, "zh")
+                    text, _, _ = parse_record(item.data, args.text_field, None, "zh")
                 except DocumentError:
                     continue
                 yield text
@@ -233,29 +248,38 @@ def parser() -> argparse.ArgumentParser:
     p = Parser(prog="python -m corpus", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
-    b = sub.add_parser("build", help="JSON lines → Megatron .bin/.idx (+ PREFIX.json report)")
-    add_config_options(b, required=False, help="YAML file of BuildConfig keys (or a raw-source config with a "
-                                               "`sources:` list); the flags below override it, --set after them")
-    b.add_argument("--input", action="append", help="file, directory or glob (repeatable)")
-    b.add_argument("--output", help="output prefix: writes PREFIX.bin, PREFIX.idx, PREFIX.json")
-    b.add_argument("--tokenizer", help="sentencepiece tokenizer.model")
-    b.add_argument("--workers", type=int)
-    b.add_argument("--text-field")
-    b.add_argument("--lang", help="default language: zh, en or code")
-    b.add_argument("--seq-length", type=int)
-    b.add_argument("--min-tokens", type=int)
-    b.add_argument("--overlap", action="store_true", default=None, help="CaMA's overlapping samples")
-    b.add_argument("--no-progress", action="store_true")
-    b.add_argument("--force", action="store_true", help="rebuild even if the output is up to date")
-    b.add_argument("--shard", type=int, metavar="I", help="build only shard I (0-based) of --num-shards")
-    b.add_argument("--num-shards", type=int, metavar="N", help="split the input files into N contiguous shards")
+    def build_options(b: argparse.ArgumentParser) -> None:
+        add_config_options(b, required=False, help="YAML file of CorpusConfig keys (corpus.spec); the flags below "
+                                                   "override it, --set after them")
+        b.add_argument("--input", action="append", help="without --config: a JSON-lines file, directory or glob "
+                                                        "(repeatable), one jsonl source")
+        b.add_argument("--output", help="output_dir: per source .bin/.idx/.json/.docs.jsonl, blend.mix.*, report.json")
+        b.add_argument("--tokenizer", help="sentencepiece tokenizer.model")
+        b.add_argument("--workers", type=int)
+        b.add_argument("--text-field")
+        b.add_argument("--lang", help="default language: zh, en or code")
+        b.add_argument("--seq-length", type=int)
+        b.add_argument("--min-tokens", type=int)
+        b.add_argument("--overlap", action="store_true", default=None, help="CaMA's overlapping samples")
+        b.add_argument("--no-progress", action="store_true")
+        b.add_argument("--force", action="store_true", help="rebuild even if the output is up to date")
+        b.add_argument("--tasks", type=int, help="N prepare tasks (build tasks for a direct jsonl source) for "
+                                                 "every source, whatever the config's shards say")
+
+    b = sub.add_parser("build", help="the corpus plan here: sources → steps → dedup → .bin/.idx → mix")
+    build_options(b)
     b.set_defaults(func=_build)
 
-    ms = sub.add_parser("merge-shards", help="join the outputs of a sharded build (after the array job)")
-    add_config_options(ms, help="the BuildConfig YAML the shards were built with")
-    ms.add_argument("--num-shards", type=int, required=True, metavar="N")
-    ms.add_argument("--output", help="the build's output prefix, if not the config's")
-    ms.set_defaults(func=_merge_shards)
+    pl = sub.add_parser("plan", help="the plan's stages and task counts (what hpc.submit corpus submits)")
+    build_options(pl)
+    pl.add_argument("--json", action="store_true", help='one JSON object: {"stages": [{"name", "tasks", "cpus"}, …]}')
+    pl.set_defaults(func=_plan)
+
+    rt = sub.add_parser("run-task", help="one task of one stage of the plan (what an array task runs)")
+    build_options(rt)
+    rt.add_argument("--stage", required=True)
+    rt.add_argument("--task", type=int, required=True)
+    rt.set_defaults(func=_run_task)
 
     rp = sub.add_parser("report", help="Markdown + PNG plots for a raw-source build's output folder")
     rp.add_argument("output_dir")

@@ -289,9 +289,16 @@ def _fsync_dir(path: str) -> None:
     atomic.fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 
+# The per-document sidecar ``PREFIX.docs.jsonl`` (written by corpus.build, joined by its shard merge and
+# by ``corpus merge``, byte copies in input order):
+# one JSON object per document of the .idx, in document order, ``{"source": NAME, "id": ID, "bytes": N}``
+# — the source's name, the record's id (the reader's, or FILE_NAME:LINE for a JSON line without one)
+# and the UTF-8 length of the text that was tokenized — so sample k traces to document
+# ``document_index`` and from there to its source record.
+#
 # What a dataset's writers leave under temporary names: the pair, the writer's sidecars, and the
 # build report beside it (``PREFIX.json``).
-_TEMP_BASES = (".bin", ".idx", ".idx.lengths", ".idx.docs", ".json")
+_TEMP_BASES = (".bin", ".idx", ".idx.lengths", ".idx.docs", ".json", ".docs.jsonl")
 
 
 def stale_temps(prefix: PathLike) -> list[str]:
@@ -397,6 +404,30 @@ class IndexedWriter:
         self._documents += 1
         self._tokens += len(data)
         self._docs.write(numpy.array([self._sequences], dtype=_DOC).tobytes())
+
+    def add_documents(self, tokens: numpy.ndarray, lengths: numpy.ndarray, doc_sequences: numpy.ndarray) -> None:
+        """Append many documents at once: the same bytes as :meth:`add_document` for each, in order,
+        with one write per file (a build writes thousands of small documents a second).
+
+        ``tokens``: every document's tokens concatenated; ``lengths``: every sequence's length;
+        ``doc_sequences``: how many of those sequences each document has (each >= 1). Checked
+        as a whole before the first write: a ValueError leaves no trace.
+        """
+        self._require_open()
+        data = self._checked_tokens(tokens)
+        sizes = self._checked_lengths(lengths, len(data)) if len(data) or len(lengths) else numpy.empty(0, _LENGTH)
+        counts = numpy.asarray(doc_sequences, dtype=numpy.int64)
+        if counts.ndim != 1 or (counts.size and int(counts.min()) < 1) or int(counts.sum()) != len(sizes):
+            raise ValueError(f"doc_sequences must be >= 1 each and sum to the {len(sizes)} sequences, "
+                             f"got {counts.size} counts summing to {int(counts.sum())}")
+        if not counts.size:
+            return
+        self._bin.write(memoryview(data).cast("B"))
+        self._lengths.write(sizes.tobytes())
+        self._docs.write((numpy.cumsum(counts) + self._sequences).astype(_DOC).tobytes())
+        self._sequences += len(sizes)
+        self._documents += len(counts)
+        self._tokens += len(data)
 
     def _checked_tokens(self, tokens: numpy.ndarray) -> numpy.ndarray:
         """The tokens as a contiguous little-endian array of the file dtype, range-checked."""

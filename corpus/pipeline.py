@@ -1,17 +1,24 @@
-"""The corpus build over raw sources: read → clean → filter → dedup → pack/tokenize → mix.
+"""The prepare, bands and dedup stages of a corpus plan (:mod:`corpus.plan` orders them and runs
+the tasks; this module is what each task does).
 
-A config with a ``sources:`` list (see ``configs/tiny/sources.yaml``) runs, per source:
+For every source that is not a direct jsonl source (:meth:`corpus.spec.CorpusConfig.direct`):
 
 1. **prepare shard k of N** (N = the source's ``shards``, else ``shards_per_source``) — the source's
    reader streams Documents; each is cleaned, checked by the quality and harmful-content rules (the
    first failing rule is counted, a few rejected documents are kept for audit); survivors go to
    ``OUT/<source>/shards/K-of-N.docs.jsonl`` with their dedup rows (MinHash signature, exact key,
    read position: ``corpus.dedup.ShardWriter``). ``K-of-N.json`` (counts) is the shard's marker.
+   The reader and the source's ``steps`` (``corpus.steps``: clean, filter) are a chain of steps,
+   each counting what it reads, keeps and drops by reason.
    A source with at least N input units (files; repositories for ``github``) is split into N
-   contiguous unit ranges of about equal bytes; one with fewer (one big dump) is dealt out by records:
-   every shard reads the whole source and keeps blocks of ``shard_records`` documents, block b going
-   to shard b mod N. Either way a document's position is (unit, record in unit), so the order of
-   documents never depends on N.
+   contiguous unit ranges of about equal bytes (``corpus.partition``). One with fewer (one big dump)
+   is first cut into byte ranges where its reader allows it (``corpus.sources.byte_ranges``: bz2
+   stream starts of a multistream wiki dump with its index, line starts of an uncompressed JSON-lines
+   file), each task reading only its ranges; a source that still has fewer pieces than N (a
+   compressed JSON-lines file) is dealt out by records: every shard reads the whole source and keeps
+   blocks of ``shard_records`` documents, block b going to shard b mod N. Either way a document's
+   position is (piece, record in piece), ordered as the source is read, so the order of documents
+   never depends on N.
 2. **bands j of T** (T = ``band_tasks``) — the candidate pairs of LSH bands ``split_bands(b, T)[j]``
    over the group's exact-unique rows (``OUT/<group>/bands/J-of-T.npy`` + marker).
 3. **dedup** of a group — a source (``dedup: {scope: source}``, the default) or every source at once
@@ -20,12 +27,11 @@ A config with a ``sources:`` list (see ``configs/tiny/sources.yaml``) runs, per 
    clustered; each cluster keeps its first document in global order. Kept documents go to
    ``OUT/<source>/docs.jsonl`` in read order, the audit sample to ``rejected.jsonl``; ``prepare.json``
    (counts) is the marker.
-4. **build** — ``corpus build`` on those documents → ``OUT/<source>/<source>_text_document.{bin,idx}``.
+   With ``dedup: null`` the stage keeps every document (it only joins the shards back in read order).
 
-then **mix** (``OUT/blend.mix.*``, per-source targets or weights) and the JSON report ``OUT/report.json``.
+then the plan's **build** (tokenize + pack + write, ``corpus.build``) and **mix** stages.
 Since every step is a deterministic function of its inputs and rows are always taken in global order,
-the final files are byte-identical whatever N and T (tests check this). ``run_pipeline`` runs all of
-it in one process; ``hpc.submit corpus`` runs prepare shards, band tasks and sources as array tasks.
+the final files are byte-identical whatever N and T (tests check this).
 
 Every output is written under a temporary name and renamed when complete, and each step's marker
 is written last with a fingerprint of what it was made from: a rerun (after a crash, a ``kill -9``,
@@ -39,125 +45,69 @@ clustering step reads verified pairs' signatures from the memory-mapped shards.
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import heapq
 import json
-import os
 import sys
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
 from common.atomic import atomic_open, remove_stale_temps, write_json, write_text
-from common.config import load_config, load_yaml
-from common.errors import ConfigError
 from common.jsonl import parse_json
-from common.markers import file_sha256, fingerprint, read_marker, write_marker
-from corpus import sentences
-from corpus.build import BuildConfig, build
-from corpus.clean import clean
+from common.markers import fingerprint, read_marker, write_marker
 from corpus.dedup import (DedupConfig, ShardGroup, ShardWriter, band_params, exact_key, group_band_pairs,
                           group_representatives, signature_params, split_bands)
+from corpus.document import Document
 from corpus.minhash import signatures
-from corpus.mix import MixConfig, MixSource, build_mix
-from corpus.quality import QualityConfig, check, load_quality_config
-from corpus.sources import READERS, expand, make_options, read_source
+from corpus.quality import QualityConfig
+from corpus.partition import contiguous_ranges
+from corpus.sources import byte_ranges, expand, read_source, splits
+from corpus.spec import GLOBAL_GROUP, CorpusConfig, SourceSpec
+from corpus.steps import chain, make_steps
 
-GLOBAL_GROUP = "_global_dedup"   # the folder of a global dedup's band tasks
-_POS_BITS = 40                   # position = unit << 40 | record within the unit
+_POS_BITS = 40                   # position = piece << 40 | record within the piece
 _BATCH_DOCS = 4096               # documents per signature batch
 _BATCH_CHARS = 4_000_000
 
 
-@dataclass
-class SourceSpec:
-    name: str
-    layout: str                      # a reader: baike, wudao, wiki, wiki_json, english, github, leetcode
-    paths: list[str]
-    lang: str                        # zh | en | code: cleaning, filters, dedup shingles, sentence rules
-    options: dict[str, Any] = field(default_factory=dict)   # the reader's options
-    samples: int | None = None       # mix: a target sample count …
-    weight: float | None = None      # … or a weight (with total_samples)
-    shards: int | None = None        # prepare tasks for this source (None: the config's shards_per_source)
-
-    def __post_init__(self) -> None:
-        if self.layout not in READERS:
-            raise ConfigError(f"source {self.name!r}: unknown layout {self.layout!r} (known: {', '.join(sorted(READERS))})")
-        if self.lang not in sentences.LANGS:
-            raise ConfigError(f"source {self.name!r}: lang {self.lang!r} is not one of {', '.join(sentences.LANGS)}")
-        if self.name == GLOBAL_GROUP or not self.name or "/" in self.name or self.name.startswith("."):
-            raise ConfigError(f"source {self.name!r}: not usable as a folder name (and {GLOBAL_GROUP!r} is reserved)")
-        if self.shards is not None and self.shards < 1:
-            raise ConfigError(f"source {self.name!r}: shards: must be >= 1, got {self.shards}")
-        try:
-            make_options(self.layout, **self.options)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"source {self.name!r}: options: {exc}") from None
+def num_shards(cfg: CorpusConfig, spec: SourceSpec) -> int:
+    return cfg.num_shards(spec)
 
 
-@dataclass
-class PipelineConfig:
-    output_dir: str
-    tokenizer: str
-    sources: list[SourceSpec] = field(default_factory=list)
-    filters: str | None = None       # QualityConfig YAML; None: the defaults
-    dedup: dict[str, Any] = field(default_factory=dict)   # DedupConfig keys (scope: source | global)
-    audit_samples: int = 5           # rejected documents kept per rule and source, for audit
-    seq_length: int = 1024
-    min_tokens: int = 20
-    overlap: bool = False
-    workers: int = 1
-    mix_seed: int = 1234
-    total_samples: int | None = None
-    shards_per_source: int = 1       # prepare shards (array tasks) per source
-    shard_records: int = 10_000      # a source with fewer units than shards is dealt out in blocks of this many documents
-    band_tasks: int = 1              # LSH band ranges (array tasks) per dedup group
-    progress: bool | None = None     # tqdm bars; None: when stderr is a terminal
-
-    def __post_init__(self) -> None:
-        if not self.sources:
-            raise ConfigError("key 'sources': at least one source is needed")
-        names = [s.name for s in self.sources]
-        if len(set(names)) != len(names):
-            raise ConfigError(f"key 'sources': duplicate source names in {names}")
-        for key in ("shards_per_source", "shard_records", "band_tasks"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"key {key!r}: must be >= 1, got {getattr(self, key)}")
-        try:
-            DedupConfig.from_dict(self.dedup, "key 'dedup'")
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+def prepared_sources(cfg: CorpusConfig) -> list[int]:
+    """Indices of the sources that go through the prepare and dedup stages (all but direct jsonl ones)."""
+    return [i for i, s in enumerate(cfg.sources) if not cfg.direct(s)]
 
 
-def load_pipeline_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None,
-                         sets: Iterable[str] = ()) -> PipelineConfig:
-    return load_config(PipelineConfig, path, overrides, sets)
+def dedup_groups(cfg: CorpusConfig, dedup_cfg: DedupConfig | None = None) -> list[list[int]]:
+    """Source indices clustered together: one group per prepared source, or one for all (scope global)."""
+    dedup_cfg = dedup_cfg or cfg.dedup_config()
+    members = prepared_sources(cfg)
+    if dedup_cfg.scope == "global" and cfg.dedups:
+        return [members] if members else []
+    return [[i] for i in members]
 
 
-def is_pipeline_config(path: str | os.PathLike) -> bool:
-    return "sources" in load_yaml(path)
+def expand_source(spec: SourceSpec) -> list[Path]:
+    return expand(spec.layout, spec.paths)
 
 
-def num_shards(cfg: PipelineConfig, spec: SourceSpec) -> int:
-    return spec.shards or cfg.shards_per_source
-
-
-def dedup_groups(cfg: PipelineConfig, dedup_cfg: DedupConfig | None = None) -> list[list[int]]:
-    """Source indices clustered together: one group per source, or one for all (scope global)."""
-    dedup_cfg = dedup_cfg or DedupConfig.from_dict(cfg.dedup, "key 'dedup'")
-    if dedup_cfg.scope == "global":
-        return [list(range(len(cfg.sources)))]
-    return [[i] for i in range(len(cfg.sources))]
+def read_unit(spec: SourceSpec, unit: Path, skips: Counter, byte_range: tuple[int, int] | None = None
+              ) -> Iterator[Document]:
+    """The reader step of a source: the Documents of one input unit (of its byte range, when given)."""
+    options = spec.options if byte_range is None else {**spec.options, "byte_range": list(byte_range)}
+    return read_source(spec.layout, [str(unit)], skips, **options)
 
 
 # --------------------------------------------------------------------------- helpers
 
 
-def _progress_on(cfg: PipelineConfig) -> bool:
+def _progress_on(cfg: CorpusConfig) -> bool:
     return cfg.progress if cfg.progress is not None else sys.stderr.isatty()
 
 
@@ -166,33 +116,81 @@ def _unit_files(unit: Path) -> list[tuple[str, int, int]]:
     return [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths]
 
 
-def _split_units(sizes: list[int], n: int) -> list[tuple[int, int]]:
-    """n contiguous, non-empty ranges of units (len(sizes) >= n) holding about equal bytes."""
-    cum = np.cumsum([0] + [max(1, s) for s in sizes])
-    edges = [0]
-    for k in range(1, n):
-        e = int(np.searchsorted(cum, cum[-1] * k / n))
-        edges.append(min(max(e, edges[-1] + 1), len(sizes) - (n - k)))
-    edges.append(len(sizes))
-    return [(edges[k], edges[k + 1]) for k in range(n)]
+@dataclass(frozen=True)
+class _Piece:
+    """What a prepare task reads at a time: an input unit, or a byte range of one big file."""
+
+    unit: Path
+    byte_range: tuple[int, int] | None
+    files: list[tuple[str, int, int]]   # (path, size, mtime) of what it is made from
+
+    @property
+    def size(self) -> int:
+        if self.byte_range is not None:
+            return self.byte_range[1] - self.byte_range[0]
+        return sum(f[1] for f in self.files)
 
 
 @dataclass(frozen=True)
 class _ShardInput:
-    units: list[Path]                # every unit of the source, in read order
-    mine: range                      # the unit indices this shard reads
-    by_records: bool                 # True: read every unit, keep this shard's record blocks
-    files: list[tuple[str, int, int]]  # what the shard is made from (fingerprint)
+    pieces: list[_Piece]             # every piece of the source, in read order
+    mine: range                      # the piece indices this shard reads
+    by_records: bool                 # True: read every piece, keep this shard's record blocks
+    files: list[Any]                 # what the shard is made from (fingerprint)
 
 
-def _shard_input(cfg: PipelineConfig, spec: SourceSpec, k: int) -> _ShardInput:
-    units = expand(spec.layout, spec.paths)
+def source_pieces(spec: SourceSpec, n: int) -> list[_Piece]:
+    """The source's input units; with fewer units than ``n`` tasks, each unit the reader can split
+    (a multistream wiki dump with its index, an uncompressed JSON-lines file:
+    :func:`corpus.sources.byte_ranges`) becomes up to ``n`` byte ranges, cut at stream / line starts.
+    A bad index raises here (the plan's :func:`~corpus.plan.check_inputs` calls this before any work)."""
+    units = expand_source(spec)
+    whole = [_Piece(Path(u), None, _unit_files(Path(u))) for u in units]
+    if n == 1 or len(units) >= n:
+        return whole
+    pieces: list[_Piece] = []
+    options = json.dumps(spec.options, sort_keys=True, default=str)
+    for piece in whole:
+        (_, size, mtime), = piece.files if len(piece.files) == 1 else ((None, None, None),)
+        ranges = _byte_ranges(spec.layout, str(piece.unit), n, options, (size, mtime, _index_stamp(spec, piece.unit))) \
+            if size is not None else None
+        if not ranges or len(ranges) == 1:
+            pieces.append(piece)
+            continue
+        pieces += [_Piece(piece.unit, (a, b), piece.files) for a, b in ranges]
+    return pieces
+
+
+def _index_stamp(spec: SourceSpec, unit: Path) -> tuple[str, int, int] | None:
+    """(path, size, mtime) of the multistream index a split reads (the ``index`` option, else the one
+    beside the dump), None when there is none."""
+    index = spec.options.get("index")
+    path = Path(index) if index else splits.default_index(unit)
+    if path is None or not path.is_file():
+        return None
+    st = path.stat()
+    return str(path), st.st_size, st.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=64)
+def _byte_ranges(layout: str, path: str, n: int, options: str, stamp: tuple) -> tuple[tuple[int, int], ...] | None:
+    """corpus.sources.byte_ranges, once per process for a file and its index as they are now (``stamp``:
+    their sizes and mtimes): an index can be large, and every shard's fingerprint needs the split."""
+    ranges = byte_ranges(layout, path, n, json.loads(options))
+    return tuple(map(tuple, ranges)) if ranges else None
+
+
+def _shard_input(cfg: CorpusConfig, spec: SourceSpec, k: int) -> _ShardInput:
+    """Shard ``k``'s part of the source: a contiguous run of its pieces (units, or byte ranges of a big
+    file) of about equal bytes; with fewer pieces than shards, every shard reads all and keeps its
+    blocks of ``shard_records`` documents."""
     n = num_shards(cfg, spec)
-    per_unit = [_unit_files(Path(u)) for u in units]
-    if n == 1 or len(units) < n:
-        return _ShardInput(units, range(len(units)), n > 1, [f for fs in per_unit for f in fs])
-    a, b = _split_units([sum(f[1] for f in fs) for fs in per_unit], n)[k]
-    return _ShardInput(units, range(a, b), False, [f for fs in per_unit[a:b] for f in fs])
+    pieces = source_pieces(spec, n)
+    if n == 1 or len(pieces) < n:
+        return _ShardInput(pieces, range(len(pieces)), n > 1, [f for u in pieces for f in u.files])
+    a, b = contiguous_ranges([p.size for p in pieces], n)[k]
+    files = [(f, p.byte_range) if p.byte_range else f for p in pieces[a:b] for f in p.files]
+    return _ShardInput(pieces, range(a, b), False, files)
 
 
 def _save_npy_atomic(path: Path, arr: np.ndarray) -> None:
@@ -212,22 +210,23 @@ def _jsonl(records: Iterable[dict[str, Any]]) -> str:
 # --------------------------------------------------------------------------- stage 1: prepare shards
 
 
-def _shard_prefix(cfg: PipelineConfig, spec: SourceSpec, k: int) -> Path:
+def _shard_prefix(cfg: CorpusConfig, spec: SourceSpec, k: int) -> Path:
     return Path(cfg.output_dir) / spec.name / "shards" / f"{k:05d}-of-{num_shards(cfg, spec):05d}"
 
 
-def _shard_fingerprint(cfg: PipelineConfig, spec: SourceSpec, k: int, quality: QualityConfig,
+def _shard_fingerprint(cfg: CorpusConfig, spec: SourceSpec, k: int, quality: QualityConfig,
                        dedup_cfg: DedupConfig, shard_input: _ShardInput | None = None) -> str:
     si = shard_input or _shard_input(cfg, spec, k)
     what = {f: getattr(spec, f) for f in ("name", "layout", "paths", "lang", "options")}
-    return fingerprint("prepare-shard", what, asdict(quality), signature_params(dedup_cfg), cfg.audit_samples,
+    what["steps"] = spec.step_names
+    return fingerprint("prepare-shard", what, cfg.dedups, asdict(quality), signature_params(dedup_cfg), cfg.audit_samples,
                         k, num_shards(cfg, spec), cfg.shard_records if si.by_records else None, si.files)
 
 
 _SHARD_FILES = (".docs.jsonl", ".audit.jsonl", ".npy", ".keys.npy", ".pos.npy")
 
 
-def prepare_shard(cfg: PipelineConfig, spec: SourceSpec, k: int, quality: QualityConfig,
+def prepare_shard(cfg: CorpusConfig, spec: SourceSpec, k: int, quality: QualityConfig,
                   dedup_cfg: DedupConfig) -> dict[str, Any]:
     """Read, clean and filter shard ``k`` of a source; write its documents and dedup rows; return its counts."""
     n = num_shards(cfg, spec)
@@ -244,20 +243,32 @@ def prepare_shard(cfg: PipelineConfig, spec: SourceSpec, k: int, quality: Qualit
         return done
 
     skips: Counter = Counter()
-    rejected: Counter = Counter()
     audit: list[dict[str, Any]] = []
-    read = passed = 0
+    read = 0
     docs_path = prefix.with_name(prefix.name + ".docs.jsonl")
     writer = ShardWriter(prefix, dedup_cfg.num_perm)
     batch: list[tuple[str, int]] = []
     batch_chars = 0
+    near = cfg.dedups
+    steps = make_steps(spec.step_names, spec.lang, quality)
+    current = {"pos": 0}
+
+    def audit_drop(doc: Document, rule: str) -> None:
+        if sum(1 for a in audit if a["rule"] == rule) < cfg.audit_samples:
+            audit.append({"pos": current["pos"], "id": doc.id, "rule": rule, "text": doc.text[:500]})
+
+    for step in steps:
+        step.on_drop = audit_drop
 
     def flush() -> None:
         nonlocal batch_chars
         if batch:
             texts = [t for t, _ in batch]
-            writer.add(signatures(texts, spec.lang, dedup_cfg), [exact_key(t, spec.lang) for t in texts],
-                       [p for _, p in batch])
+            # Without dedup the rows are still written (the dedup stage then keeps every document),
+            # but no signature is computed.
+            sigs = signatures(texts, spec.lang, dedup_cfg) if near else \
+                np.zeros((len(texts), dedup_cfg.num_perm), dtype=np.uint64)
+            writer.add(sigs, [exact_key(t, spec.lang) for t in texts], [p for _, p in batch])
             batch.clear()
             batch_chars = 0
 
@@ -267,40 +278,44 @@ def prepare_shard(cfg: PipelineConfig, spec: SourceSpec, k: int, quality: Qualit
 
         bar = tqdm(desc=f"prepare {spec.name} {k + 1}/{n}", unit=" docs", unit_scale=True, file=sys.stderr,
                    dynamic_ncols=True, mininterval=1.0)
+
+    def selected() -> Iterator[Document]:
+        """The reader step, restricted to this shard's documents; ``current`` is the last one's position
+        (steps pass documents on one at a time, so it is the position of whatever comes out of them)."""
+        nonlocal read
+        record = 0   # documents the reader yielded so far, over all units (records mode)
+        for u in si.mine:
+            unit_skips: Counter = Counter()
+            piece = si.pieces[u]
+            # A position is (piece, record in piece): piece numbers depend on the split, their order
+            # (the read order) does not, and positions are only ever compared.
+            for r, doc in enumerate(read_unit(spec, piece.unit, unit_skips, piece.byte_range)):
+                if si.by_records:
+                    mine = (record // cfg.shard_records) % n == k
+                    record += 1
+                    if not mine:
+                        continue
+                read += 1
+                current["pos"] = (u << _POS_BITS) | r
+                if bar is not None:
+                    bar.update(1)
+                yield doc
+            # Every shard of a source dealt out by records reads all of it: shard 0 alone counts
+            # what the reader skipped, so the sum over shards is the source's count.
+            if not si.by_records or k == 0:
+                skips.update(unit_skips)
+
+    passed = 0
     try:
         with atomic_open(docs_path, "w") as out:
-            record = 0   # documents the reader yielded so far, over all units (records mode)
-            for u in si.mine:
-                unit_skips: Counter = Counter()
-                for r, doc in enumerate(read_source(spec.layout, [str(si.units[u])], unit_skips, **spec.options)):
-                    if si.by_records:
-                        mine = (record // cfg.shard_records) % n == k
-                        record += 1
-                        if not mine:
-                            continue
-                    read += 1
-                    pos = (u << _POS_BITS) | r
-                    text = clean(doc.text, spec.lang)
-                    rule = "empty_after_cleaning" if not text.strip() else check(text, spec.lang, quality)
-                    if bar is not None:
-                        bar.update(1)
-                        if read % 1000 == 0:
-                            bar.set_postfix(passed=passed, refresh=False)
-                    if rule is not None:
-                        rejected[rule] += 1
-                        if rejected[rule] <= cfg.audit_samples:
-                            audit.append({"pos": pos, "id": doc.id, "rule": rule, "text": text[:500]})
-                        continue
-                    passed += 1
-                    out.write(json.dumps({"id": doc.id, "text": text}, ensure_ascii=False) + "\n")
-                    batch.append((text, pos))
-                    batch_chars += len(text)
-                    if len(batch) >= _BATCH_DOCS or batch_chars >= _BATCH_CHARS:
-                        flush()
-                # Every shard of a source dealt out by records reads all of it: shard 0 alone counts
-                # what the reader skipped, so the sum over shards is the source's count.
-                if not si.by_records or k == 0:
-                    skips.update(unit_skips)
+            for doc in chain(selected(), steps):
+                passed += 1
+                out.write(json.dumps({"id": doc.id, "source": doc.source or spec.name, "text": doc.text,
+                                      "meta": doc.meta}, ensure_ascii=False, default=str) + "\n")
+                batch.append((doc.text, current["pos"]))
+                batch_chars += len(doc.text)
+                if len(batch) >= _BATCH_DOCS or batch_chars >= _BATCH_CHARS:
+                    flush()
             flush()
             # The dedup rows before the documents: a shard's .docs.jsonl on disk means its rows are complete.
             writer.close()
@@ -310,17 +325,22 @@ def prepare_shard(cfg: PipelineConfig, spec: SourceSpec, k: int, quality: Qualit
     finally:
         if bar is not None:
             bar.close()
+    audit.sort(key=lambda a: a["pos"])
     write_text(prefix.with_name(prefix.name + ".audit.jsonl"), _jsonl(audit))
+    rejected: Counter = Counter()
+    for step in steps:
+        rejected.update(step.stats.dropped)
     counts = {
         "source": spec.name, "shard": k, "shards": n, "fingerprint": fp,
         "read": read, "skipped_by_reader": dict(sorted(skips.items())),
         "rejected": dict(sorted(rejected.items())), "passed_filters": passed,
+        "steps": {s.name: s.stats.as_dict() for s in steps},
     }
     write_json(marker, counts)   # the shard's counts are its marker (read back by read_marker)
     return counts
 
 
-def _ensure_shards(cfg: PipelineConfig, specs: list[SourceSpec], quality: QualityConfig,
+def _ensure_shards(cfg: CorpusConfig, specs: list[SourceSpec], quality: QualityConfig,
                    dedup_cfg: DedupConfig) -> tuple[list[list[Path]], list[list[str]]]:
     """Every prepare shard of ``specs`` (run here if its marker is missing): prefixes and fingerprints."""
     prefixes, fps = [], []
@@ -331,7 +351,7 @@ def _ensure_shards(cfg: PipelineConfig, specs: list[SourceSpec], quality: Qualit
     return prefixes, fps
 
 
-def _shard_fingerprints(cfg: PipelineConfig, specs: list[SourceSpec], quality: QualityConfig,
+def _shard_fingerprints(cfg: CorpusConfig, specs: list[SourceSpec], quality: QualityConfig,
                         dedup_cfg: DedupConfig) -> list[list[str]]:
     return [[_shard_fingerprint(cfg, spec, k, quality, dedup_cfg) for k in range(num_shards(cfg, spec))]
             for spec in specs]
@@ -340,7 +360,7 @@ def _shard_fingerprints(cfg: PipelineConfig, specs: list[SourceSpec], quality: Q
 # --------------------------------------------------------------------------- stage 2: band tasks
 
 
-def _group_dir(cfg: PipelineConfig, specs: list[SourceSpec], dedup_cfg: DedupConfig) -> Path:
+def _group_dir(cfg: CorpusConfig, specs: list[SourceSpec], dedup_cfg: DedupConfig) -> Path:
     out = Path(cfg.output_dir)
     return out / GLOBAL_GROUP if dedup_cfg.scope == "global" else out / specs[0].name / "dedup"
 
@@ -350,7 +370,7 @@ def _band_settings(dedup_cfg: DedupConfig) -> dict[str, Any]:
             **signature_params(dedup_cfg)}
 
 
-def band_task(cfg: PipelineConfig, group: int, task: int, quality: QualityConfig,
+def band_task(cfg: CorpusConfig, group: int, task: int, quality: QualityConfig,
               dedup_cfg: DedupConfig) -> np.ndarray:
     """Candidate pairs of band range ``task`` of ``band_tasks`` in dedup group ``group`` (cached on disk)."""
     specs = [cfg.sources[i] for i in dedup_groups(cfg, dedup_cfg)[group]]
@@ -363,6 +383,8 @@ def band_task(cfg: PipelineConfig, group: int, task: int, quality: QualityConfig
     remove_stale_temps(folder, name)
     band_range = split_bands(band_params(dedup_cfg)[0], t)[task]
     prefixes, fps = _ensure_shards(cfg, specs, quality, dedup_cfg)
+    if not cfg.dedups:
+        return _NO_PAIRS
     fp = fingerprint("bands", fps, band_range, _band_settings(dedup_cfg))
     path, marker = folder / f"{name}.npy", folder / f"{name}.json"
     if read_marker(marker, fp) and path.is_file():
@@ -378,8 +400,11 @@ def band_task(cfg: PipelineConfig, group: int, task: int, quality: QualityConfig
 # --------------------------------------------------------------------------- stage 3: dedup a group
 
 
-def _group_fingerprint(cfg: PipelineConfig, fps: list[list[str]], dedup_cfg: DedupConfig) -> str:
-    return fingerprint("dedup", fps, asdict(dedup_cfg), cfg.audit_samples)
+_NO_PAIRS = np.empty((0, 2), dtype=np.int64)
+
+
+def _group_fingerprint(cfg: CorpusConfig, fps: list[list[str]], dedup_cfg: DedupConfig) -> str:
+    return fingerprint("dedup", fps, asdict(dedup_cfg), cfg.dedups, cfg.audit_samples)
 
 
 def _kept_lines(prefix: Path, keep: np.ndarray) -> Iterator[tuple[int, str]]:
@@ -397,7 +422,7 @@ def _audit_entries(prefix: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             yield a.pop("pos"), a
 
 
-def dedup_group(cfg: PipelineConfig, group: int, quality: QualityConfig, dedup_cfg: DedupConfig) -> list[dict[str, Any]]:
+def dedup_group(cfg: CorpusConfig, group: int, quality: QualityConfig, dedup_cfg: DedupConfig) -> list[dict[str, Any]]:
     """Exact + near dedup of a group's shards → each source's ``docs.jsonl``, ``rejected.jsonl`` and
     ``prepare.json`` (its counts, returned in group order)."""
     members = dedup_groups(cfg, dedup_cfg)[group]
@@ -416,8 +441,10 @@ def dedup_group(cfg: PipelineConfig, group: int, quality: QualityConfig, dedup_c
     prefixes, fps = _ensure_shards(cfg, specs, quality, dedup_cfg)
     fp = _group_fingerprint(cfg, fps, dedup_cfg)
     shards = ShardGroup(prefixes)
-    uniq = shards.exact_unique() if dedup_cfg.exact else np.arange(shards.n, dtype=np.int64)
-    parts = [band_task(cfg, group, j, quality, dedup_cfg) for j in range(cfg.band_tasks)]
+    exact = cfg.dedups and dedup_cfg.exact
+    uniq = shards.exact_unique() if exact else np.arange(shards.n, dtype=np.int64)
+    parts = [band_task(cfg, group, j, quality, dedup_cfg) for j in range(cfg.band_tasks)] if cfg.dedups \
+        else [_NO_PAIRS]
     rep = group_representatives(shards, uniq, parts, dedup_cfg)
     kept_rows = uniq[rep == np.arange(len(uniq))]
     in_uniq = np.zeros(shards.n, dtype=bool)
@@ -447,9 +474,15 @@ def dedup_group(cfg: PipelineConfig, group: int, quality: QualityConfig, dedup_c
         write_text(folder / "rejected.jsonl", _jsonl(audit))
         skips: Counter = Counter()
         rejected: Counter = Counter()
+        steps: dict[str, dict[str, Any]] = {}
         for c in shard_counts:
             skips.update(c["skipped_by_reader"])
             rejected.update(c["rejected"])
+            for name, st in c.get("steps", {}).items():
+                tot = steps.setdefault(name, {"read": 0, "kept": 0, "dropped": Counter()})
+                tot["read"] += st["read"]
+                tot["kept"] += st["kept"]
+                tot["dropped"].update(st["dropped"])
         passed = sum(c["passed_filters"] for c in shard_counts)
         n_uniq, n_kept = int(in_uniq[whole].sum()), int(kept[whole].sum())
         counts = {
@@ -457,6 +490,7 @@ def dedup_group(cfg: PipelineConfig, group: int, quality: QualityConfig, dedup_c
             "dedup_scope": dedup_cfg.scope,
             "read": sum(c["read"] for c in shard_counts), "skipped_by_reader": dict(sorted(skips.items())),
             "rejected": dict(sorted(rejected.items())), "passed_filters": passed,
+            "steps": {k: {**v, "dropped": dict(sorted(v["dropped"].items()))} for k, v in steps.items()},
             "exact_duplicates": passed - n_uniq, "near_duplicates": n_uniq - n_kept, "kept": n_kept,
             "docs": str(out), "audit": str(folder / "rejected.jsonl"),
         }
@@ -467,73 +501,3 @@ def dedup_group(cfg: PipelineConfig, group: int, quality: QualityConfig, dedup_c
     return results
 
 
-def prepare_source(cfg: PipelineConfig, spec: SourceSpec, quality: QualityConfig, dedup_cfg: DedupConfig) -> dict[str, Any]:
-    """Stages 1–3 for one source (and, for a global dedup, for every source): its counts."""
-    index = [s.name for s in cfg.sources].index(spec.name)
-    for g, members in enumerate(dedup_groups(cfg, dedup_cfg)):
-        if index in members:
-            return dedup_group(cfg, g, quality, dedup_cfg)[members.index(index)]
-    raise AssertionError("every source is in a dedup group")
-
-
-def build_source(cfg: PipelineConfig, spec: SourceSpec) -> dict[str, Any]:
-    folder = Path(cfg.output_dir) / spec.name
-    bcfg = BuildConfig(
-        input=[str(folder / "docs.jsonl")], output=str(folder / f"{spec.name}_text_document"),
-        tokenizer=cfg.tokenizer, text_field="text", lang=spec.lang, lang_field=None,
-        seq_length=cfg.seq_length, min_tokens=cfg.min_tokens, overlap=cfg.overlap, workers=cfg.workers,
-        progress=_progress_on(cfg),
-    )
-    return build(bcfg)
-
-
-def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
-    """All stages for every source, then the mix; returns (and writes) ``OUT/report.json``."""
-    quality = load_quality_config(cfg.filters)
-    dedup_cfg = DedupConfig.from_dict(cfg.dedup, "key 'dedup'")
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(out)
-    per_source = []
-    for spec in cfg.sources:
-        prepared = prepare_source(cfg, spec, quality, dedup_cfg)
-        built = build_source(cfg, spec) if prepared["kept"] else None
-        per_source.append({"name": spec.name, "layout": spec.layout, "lang": spec.lang, "prepare": prepared,
-                           "build": built and {"prefix": built["output"]["prefix"], "counts": built["counts"]}})
-    mixable = [(spec, s) for spec, s in zip(cfg.sources, per_source) if s["build"] and s["build"]["counts"]["sequences"]]
-    mix_report = None
-    if mixable:
-        sources = []
-        for spec, s in mixable:
-            # A source with neither target nor weight takes its own size: every sample once.
-            samples = spec.samples if spec.samples is not None or spec.weight is not None \
-                else s["build"]["counts"]["sequences"]
-            sources.append(MixSource(spec.name, s["build"]["prefix"], samples=samples, weight=spec.weight))
-        mix_report = build_mix(MixConfig(output=str(out / "blend"), sources=sources, seed=cfg.mix_seed,
-                                         total_samples=cfg.total_samples))
-    report = {
-        "sources": per_source,
-        "mix": mix_report,
-        "tokenizer": {"path": cfg.tokenizer, "sha256": file_sha256(cfg.tokenizer)},
-        "config": dataclasses.asdict(cfg),
-    }
-    write_json(out / "report.json", report)
-    return report
-
-
-def format_pipeline_report(report: dict[str, Any]) -> str:
-    lines = [f"{'source':<12} {'read':>8} {'rejected':>9} {'exact dup':>9} {'near dup':>9} {'kept':>8} "
-             f"{'sequences':>10} {'tokens':>12}"]
-    for s in report["sources"]:
-        p, b = s["prepare"], (s["build"] or {}).get("counts", {})
-        lines.append(f"{s['name']:<12} {p['read']:>8,} {sum(p['rejected'].values()):>9,} {p['exact_duplicates']:>9,} "
-                     f"{p['near_duplicates']:>9,} {p['kept']:>8,} {b.get('sequences', 0):>10,} {b.get('tokens', 0):>12,}")
-        for rule, n in p["rejected"].items():
-            lines.append(f"    rejected by {rule}: {n}")
-        for reason, n in p["skipped_by_reader"].items():
-            lines.append(f"    skipped by the reader ({reason}): {n}")
-    if report["mix"]:
-        m = report["mix"]
-        lines.append(f"mix: {m['samples']:,} samples, {m['tokens']:,} tokens, seed {m['seed']}: "
-                     + ", ".join(f"{s['name']} {s['token_share']:.1%}" for s in m["sources"]))
-    return "\n".join(lines)

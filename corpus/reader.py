@@ -144,12 +144,22 @@ class _ZstdReader(io.RawIOBase):
         super().close()
 
 
-def read_lines(path: Path, max_bytes: int) -> Iterator[Line | StreamError]:
+def read_lines(path: Path, max_bytes: int, byte_range: tuple[int, int] | list[int] | None = None) -> Iterator[Line | StreamError]:
     """Yield every line of ``path`` (without its newline), or a StreamError where the file breaks off.
 
     A line longer than ``max_bytes`` is consumed in ``max_bytes`` pieces and yielded with
     ``data=None`` so the caller can count it without holding it.
+
+    ``byte_range=(start, end)`` (an uncompressed file only): the lines that start at a byte ``p`` with
+    ``start < p <= end`` (``0 <= p <= end`` when start is 0; none when the range is empty) — Hadoop's rule for line splits: a task skips
+    the line it starts in (the previous task reads it, since it reads the line starting at its end), so
+    ranges cut anywhere read every line exactly once. Line numbers stay those of the whole file: the
+    newlines before ``start`` are counted (a byte count at memory speed, no decoding), so a document's id
+    does not depend on how the file was split.
     """
+    if byte_range is not None:
+        yield from _read_range(path, max_bytes, int(byte_range[0]), int(byte_range[1]))
+        return
     lineno = 0
     try:
         with open_binary(path) as f:
@@ -166,6 +176,47 @@ def read_lines(path: Path, max_bytes: int) -> Iterator[Line | StreamError]:
                 yield Line(str(path), lineno, line.rstrip(b"\r\n"))
     except STREAM_ERRORS as exc:
         yield StreamError(str(path), lineno + 1, "truncated_input", f"{type(exc).__name__}: {exc}")
+
+
+def _skip_line(f: BinaryIO, max_bytes: int) -> int:
+    """Consume the rest of the current line (through its newline); the bytes consumed."""
+    n = 0
+    while True:
+        piece = f.readline(max_bytes + 1)
+        n += len(piece)
+        if not piece or piece.endswith(b"\n"):
+            return n
+
+
+def _read_range(path: Path, max_bytes: int, start: int, end: int) -> Iterator[Line]:
+    if path.name.endswith(COMPRESSED):
+        raise InputError(f"{path}: byte_range needs an uncompressed file (a compressed stream cannot be entered mid-way)")
+    if end <= start:
+        return   # an empty range owns no line (even at offset 0: the range after it starts there too)
+    with open(path, "rb", buffering=1 << 20) as f:
+        lineno = 0
+        pos = start
+        if start > 0:
+            remaining = start
+            while remaining:   # lines before the range, for file-wide line numbers
+                chunk = f.read(min(remaining, 8 << 20))
+                if not chunk:
+                    return
+                lineno += chunk.count(b"\n")
+                remaining -= len(chunk)
+            lineno += 1        # the line holding byte `start` belongs to the previous range
+            pos += _skip_line(f, max_bytes)
+        while pos <= end:
+            line = f.readline(max_bytes + 1)
+            if not line:
+                return
+            pos += len(line)
+            lineno += 1
+            if len(line) > max_bytes and not line.endswith(b"\n"):
+                pos += _skip_line(f, max_bytes)
+                yield Line(str(path), lineno, None)
+                continue
+            yield Line(str(path), lineno, line.rstrip(b"\r\n"))
 
 
 def input_size(files: list[Path]) -> int | None:

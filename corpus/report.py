@@ -130,7 +130,7 @@ def _markdown(report: dict[str, Any], flow: dict[str, dict[str, int]], has_rules
         lines += ["## Rejections per rule", "", "![rejections per rule](rejections.png)", ""]
         for s in report["sources"]:
             for rule, n in s["prepare"]["rejected"].items():
-                lines.append(f"- {s['name']}: {rule} {n:,} (examples in `{s['prepare']['audit']}`)")
+                lines.append(f"- {s['name']}: {rule} {n:,} (examples in `{s['prepare'].get('audit', '—')}`)")
         lines.append("")
     skipped = [(s["name"], r, n) for s in report["sources"] for r, n in s["prepare"]["skipped_by_reader"].items()]
     if skipped:
@@ -139,8 +139,18 @@ def _markdown(report: dict[str, Any], flow: dict[str, dict[str, int]], has_rules
     if has_mix:
         mix = report["mix"]
         lines += ["## Mix", "", f"{mix['samples']:,} samples, {mix['tokens']:,} tokens, seed {mix['seed']}.", "",
-                  "| source | sequences | samples | epochs | token share |", "|---|---:|---:|---:|---:|"]
-        lines += [f"| {m['name']} | {m['sequences']:,} | {m['samples']:,} | {m['epochs']:.2f} | {m['token_share']:.1%} |"
+                  "| source | target | sequences | samples | sample share | epochs | token share |",
+                  "|---|---|---:|---:|---:|---:|---:|"]
+        total = sum(m["samples"] for m in mix["sources"]) or 1
+        lines += [f"| {m['name']} | {_target(m.get('target'))} | {m['sequences']:,} | {m['samples']:,} | "
+                  f"{m['samples'] / total:.1%} | {m['epochs']:.2f} | {m['token_share']:.1%} |"
                   for m in mix["sources"]]
         lines += ["", "![token share](token_share.png)", ""]
     return "\n".join(lines)
+
+
+def _target(target: dict[str, Any] | None) -> str:
+    """What the config asked of a source in the mix: a sample count, a weight, or its own size."""
+    if not target or (target.get("samples") is None and target.get("weight") is None):
+        return "all its samples once"
+    return f"{target['samples']:,} samples" if target.get("samples") is not None else f"weight {target['weight']}"

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import io
-import itertools
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -103,26 +102,45 @@ class Tokenizer:
         ok = len(ids) > 0 and lengths.min() >= 0
         return self._ends_from_cumsum(np.cumsum(lengths), ok, text, len(data))
 
-    def encode_with_ends(self, texts: Sequence[str], datas: Sequence[bytes]) -> list[tuple[np.ndarray, np.ndarray]]:
+    def encode_with_ends(self, texts: Sequence[str], datas: Sequence[bytes], max_whole: int | None = None
+                         ) -> list[tuple[np.ndarray, np.ndarray | None]]:
         """``(ids, token_ends)`` for each text; ``datas`` are the texts as UTF-8.
 
         The same as :meth:`encode` plus :meth:`token_ends` per text, but the array work is done once
-        for the whole batch: per-document numpy calls cost more than the arithmetic itself.
+        for the whole batch: per-document numpy calls cost more than the arithmetic itself. With
+        ``max_whole``, a text of 1 to ``max_whole`` tokens gets None for its ends (a document that
+        fits in one sample is never cut, so where its tokens end is not needed).
         """
-        encoded = self.sp.Encode(list(texts), num_threads=1)
+        encoded = self.encode_arrays(texts)
         counts = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
         bounds = np.zeros(len(encoded) + 1, dtype=np.int64)
         np.cumsum(counts, out=bounds[1:])
-        flat = np.fromiter(itertools.chain.from_iterable(encoded), dtype=np.int32, count=int(bounds[-1]))
+        flat = np.concatenate(encoded) if encoded else np.empty(0, dtype=np.int32)
         lengths = self.piece_nbytes[flat]
         cum = np.cumsum(lengths)
         all_known = len(lengths) == 0 or lengths.min() >= 0
         out = []
         for i, (a, b) in enumerate(zip(bounds[:-1].tolist(), bounds[1:].tolist())):
+            if max_whole is not None and 0 < b - a <= max_whole:
+                out.append((flat[a:b], None))
+                continue
             ok = b > a and (all_known or lengths[a:b].min() >= 0)
             doc_cum = cum[a:b] - (cum[a - 1] if a else 0)
             out.append((flat[a:b], self._ends_from_cumsum(doc_cum, ok, texts[i], len(datas[i]))))
         return out
+
+    def encode_arrays(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Each text's ids as an int32 array, one thread. sentencepiece ≥ 0.2.1 returns them as
+        buffers (``return_type="numpy"``): building Python lists of ints costs about a fifth of the
+        encode itself on Chinese text; an older one gives lists, converted here."""
+        if self._numpy_out:
+            try:
+                return self.sp.Encode(list(texts), num_threads=1, return_type="numpy")
+            except (TypeError, ValueError, KeyError):
+                self._numpy_out = False
+        return [np.asarray(ids, dtype=np.int32) for ids in self.sp.Encode(list(texts), num_threads=1)]
+
+    _numpy_out = True   # until this sentencepiece says it has no numpy output
 
     def _ends_from_cumsum(self, ends: np.ndarray, lengths_known: bool, text: str, n_bytes: int) -> np.ndarray:
         if lengths_known and ends[-1] == n_bytes + 1:

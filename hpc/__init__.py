@@ -8,6 +8,8 @@
 - ``hpc.chain``: the main job end to end (config, stages, markers, report), each stage a dependent job.
 - ``python -m hpc.status [JOB]``: state from sacct/squeue, log tails, ``--cancel``.
 - ``hpc.profiles``: cluster profiles (``configs/cluster/*.yaml``).
+- ``hpc.slurmcmd``: every call to a Slurm command — retried while the controller does not answer, and
+  an error naming the command, the daemon's address and the tries when it never does.
 - ``hpc.dist``: the one place that turns Slurm's environment into torch.distributed's
   (``python -m hpc.dist exec -- CMD`` inside srun).
 - ``hpc.preempt``: a training job that saved on the signal is requeued, up to the profile's limit.

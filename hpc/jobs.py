@@ -63,18 +63,19 @@ class JobKind:
 _TRAIN = "the train extra (make install-train)"
 
 KINDS: dict[str, JobKind] = {k.name: k for k in (
-    JobKind("corpus", "sharded corpus build: an array task per shard, then a merge job (afterok)",
-            entry="corpus.build:build", config="corpus.build:BuildConfig", gpus=False, time="4:00:00",
-            planner="hpc.corpus_jobs:plan_build", shards=True),
-    JobKind("sources", "raw-source corpus build (corpus.pipeline): prepare, dedup and a task per source, "
-            "then the mix",
-            entry="corpus.pipeline:run_pipeline", config="corpus.pipeline:PipelineConfig", gpus=False,
-            time="4:00:00", planner="hpc.corpus_jobs:plan_sources", shards=True),
+    JobKind("corpus", "corpus build (corpus.plan): each stage of the plan an array job after the previous "
+            "one (afterok): prepare, bands, dedup, build, mix",
+            entry="corpus.plan:run_plan", config="corpus.spec:CorpusConfig", gpus=False, time="4:00:00",
+            planner="hpc.corpus_jobs:plan_corpus", loader="hpc.corpus_jobs:load", shards=True),
+    # The old name of the raw-source build: one config type now, so one kind; a clear error.
+    JobKind("sources", "renamed: use `corpus`", entry="corpus.plan:run_plan", config="corpus.spec:CorpusConfig",
+            gpus=False, loader="hpc.corpus_jobs:old_sources_kind", hidden=True),
     JobKind("pretrain", "continued pretraining, DeepSpeed ZeRO-3 across every node (train.pretrain)",
             entry="train.pretrain:main", config="train.pretrain:PretrainConfig", gpus=True, nodes=None,
             needs=_TRAIN),
     JobKind("lora", "LoRA instruction tuning on one node's GPUs (train.lora)",
-            entry="train.lora:main", config="train.lora:LoraConfig", gpus=True, nodes=1, needs=_TRAIN),
+            entry="train.lora:main", config="train.lora:LoraConfig", gpus=True, nodes=1, time="1-00:00:00",
+            needs=_TRAIN),
     JobKind("recover", "restore weights from a published diff on one GPU (recover apply)",
             entry="recover.apply:main", config="recover.apply:ApplyConfig", gpus=True, nodes=1,
             gpus_per_node=1, time="4:00:00", needs=_TRAIN),

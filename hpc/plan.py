@@ -134,18 +134,19 @@ def resolve_time(req: str | None, kind: JobKind, part_name: str, part: Partition
 
 
 def gpu_resources(kind: JobKind, req: Request, part_name: str, part: Partition, minutes: int) -> Resources:
-    """nodes × gpus_per_node tasks, one per GPU, CPUs and memory split evenly among a node's tasks."""
+    """nodes × gpus_per_node tasks, one per GPU; each task gets its GPU's share of the node's CPUs and
+    memory (a 1-GPU job leaves the other GPUs' CPUs to the jobs that use those GPUs)."""
     if part.gpus_per_node < 1:
         raise ConfigError(f"job kind {kind.name!r} needs GPUs, and partition {part_name!r} has none "
                           f"(choose another with --partition)")
-    nodes = req.nodes or kind.nodes or part.nodes
-    gpus = req.gpus_per_node or kind.gpus_per_node or part.gpus_per_node
+    nodes = req.nodes or kind.nodes or part.default_nodes or part.nodes
+    gpus = req.gpus_per_node or kind.gpus_per_node or part.default_gpus_per_node or part.gpus_per_node
     if nodes > part.nodes:
         raise ConfigError(f"--nodes {nodes}: partition {part_name!r} has {part.nodes} node(s)")
     if gpus > part.gpus_per_node:
         raise ConfigError(f"--gpus-per-node {gpus}: partition {part_name!r} has {part.gpus_per_node} "
                           f"GPU(s) per node")
-    cpus = max(1, part.cpus_per_node // gpus)
+    cpus = max(1, part.cpus_per_node // part.gpus_per_node)
     mem = part.mem_per_node if gpus == part.gpus_per_node else f"{max(1, part.mem_mb * gpus // part.gpus_per_node)}M"
     return Resources(part_name, nodes, gpus, gpus, part.gpu_type, cpus, mem, minutes, part.account, part.qos)
 

@@ -29,12 +29,12 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 from common.jsonl import iter_jsonl
+from hpc import slurmcmd
 
 EVENTS = "requeue-events.jsonl"
 # The requeue limit inside a job: hpc.render exports the cluster profile's requeue_limit (slurm/lib.sh
@@ -101,7 +101,13 @@ def requeue_stopped(result: dict[str, Any]) -> dict[str, Any]:
                 f"job {job_id} was preempted or timed out after {done} requeue(s), and the requeue limit is "
                 f"{limit}: not requeuing it again (latest complete checkpoint: {checkpoint}). Resubmit it to "
                 f"continue from that checkpoint, or give it more time per run or a higher requeue_limit.")
-        r = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=60)
+        try:
+            # Retried while slurmctld does not answer (requeuing twice is harmless: a job cannot be
+            # requeued while it is still pending), with the profile's policy exported by hpc.render.
+            r = slurmcmd.call(["scontrol", "requeue", job_id], timeout=60)
+        except slurmcmd.SlurmError as exc:
+            raise RuntimeError(f"job {job_id} saved step {result.get('step')} ({checkpoint}) but could not be "
+                               f"requeued: {exc}; resubmit it to continue") from None
         if r.returncode != 0:
             raise RuntimeError(f"job {job_id} saved step {result.get('step')} ({checkpoint}) but `scontrol requeue` "
                                f"failed: {r.stderr.strip() or r.stdout.strip()}; resubmit it to continue")

@@ -100,11 +100,21 @@ class Partition:
     gpu_type: str | None = None     # gres type ("v100"); requests become --gpus-per-node=v100:8
     account: str | None = None
     qos: str | None = None
+    # The shape a GPU job gets when neither the command line nor its job kind says (unset: all of the
+    # partition's nodes / all of a node's GPUs). A small dev cluster sets these so that the tiny
+    # configs (2 ranks) run on it as shipped.
+    default_nodes: int | None = None
+    default_gpus_per_node: int | None = None
 
     def __post_init__(self) -> None:
         for key in ("nodes", "cpus_per_node"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"key {key!r}: must be >= 1, got {getattr(self, key)}")
+        for key, most in (("default_nodes", self.nodes), ("default_gpus_per_node", self.gpus_per_node)):
+            value = getattr(self, key)
+            if value is not None and not 1 <= value <= most:
+                raise ConfigError(f"key {key!r}: must be between 1 and {most} (the partition's "
+                                  f"{key.removeprefix('default_')}), got {value}")
         if self.gpus_per_node < 0:
             raise ConfigError(f"key 'gpus_per_node': must be >= 0, got {self.gpus_per_node}")
         try:
@@ -141,6 +151,11 @@ class Profile:
     signal_lead_s: int = 120
     # How often a job may be requeued after a timeout or preemption before it is left failed.
     requeue_limit: int = 3
+    # Slurm commands (sbatch, sacct, squeue, scancel, scontrol) whose daemon does not answer are tried
+    # this often in all, waiting slurm_backoff_s, then twice that, … between tries (hpc.slurmcmd);
+    # $CAMA_SLURM_TRIES / $CAMA_SLURM_BACKOFF_S override both.
+    slurm_tries: int = 3
+    slurm_backoff_s: float = 1.0
     # submitit's pickles and logs, and submitted.jsonl; relative = to the directory you submit from
     # (it must be on a filesystem every node sees).
     log_folder: str = "logs/slurm"
@@ -159,6 +174,10 @@ class Profile:
         for key in ("signal_lead_s", "requeue_limit"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"key {key!r}: must be >= 0, got {getattr(self, key)}")
+        if self.slurm_tries < 1:
+            raise ConfigError(f"key 'slurm_tries': must be >= 1 (1: no retry), got {self.slurm_tries}")
+        if self.slurm_backoff_s < 0:
+            raise ConfigError(f"key 'slurm_backoff_s': must be >= 0 seconds, got {self.slurm_backoff_s}")
 
     def partition(self, name: str | None = None) -> Partition:
         name = name or self.default_partition

@@ -42,6 +42,8 @@ def setup_lines(profile: Profile) -> list[str]:
     lines += [f"export {k}={shlex.quote(v)}" for k, v in profile.env.items()]
     # How often a preempted training job may requeue itself (hpc.preempt.requeue_stopped).
     lines.append(f"export CAMA_MAX_REQUEUES={int(profile.requeue_limit)}")
+    # The profile's retry policy for the Slurm commands a job runs itself (scontrol requeue; hpc.slurmcmd).
+    lines.append(f"export CAMA_SLURM_TRIES={int(profile.slurm_tries)} CAMA_SLURM_BACKOFF_S={float(profile.slurm_backoff_s):g}")
     lines.append(f"export PYTHONPATH={shlex.quote(str(REPO_ROOT))}${{PYTHONPATH:+:$PYTHONPATH}}")
     return lines
 

@@ -5,7 +5,9 @@
     python -m hpc.status 123 --cancel    scancel it (a dependent merge job is then cancelled by Slurm)
 
 States come from `sacct` (slurmdbd keeps finished jobs), falling back to `squeue` when accounting is
-off or has not caught up yet. Log files are submitit's, in the folder recorded when the job was
+off or has not caught up yet. A controller (or slurmdbd) that does not answer is an error saying so —
+which command, which daemon at which address, after how many tries (hpc.slurmcmd) — never "no job".
+Log files are submitit's, in the folder recorded when the job was
 submitted: `hpc.submit` appends one JSON line per Slurm job to `LOG_FOLDER/submitted.jsonl` (the
 registry), so the job id is all one needs to find them.
 """
@@ -14,8 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -25,6 +25,8 @@ from typing import Any, Sequence
 from common.cli import Parser, run
 from common.errors import UserError
 from common.jsonl import BadLine, iter_jsonl
+from hpc import slurmcmd
+from hpc.slurmcmd import ControllerUnreachable, Retry
 
 REGISTRY_NAME = "submitted.jsonl"
 SACCT_FIELDS = ("JobID", "State", "ExitCode", "Elapsed", "NodeList", "JobName")  # JobName last: may hold '|'
@@ -32,7 +34,8 @@ TAIL_TASKS = 4  # log tails shown for an array: its failed tasks first, at most 
 
 
 class StatusError(UserError, RuntimeError):
-    """A job the cluster does not know, or a Slurm command that failed; the message says which."""
+    """A job the cluster does not know, or a Slurm command that failed; the message says which.
+    (A daemon that does not answer is hpc.slurmcmd.ControllerUnreachable, also a UserError.)"""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,21 +130,17 @@ class TaskState:
     source: str = "sacct"
 
 
-def _run(cmd: list[str], timeout: float = 30) -> subprocess.CompletedProcess:
-    if shutil.which(cmd[0]) is None:
-        raise FileNotFoundError(cmd[0])
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-
-
-def sacct_states(job_ids: Sequence[str]) -> list[TaskState] | None:
-    """Per-job (array: per-task) states from sacct; None when sacct is missing or not working."""
+def sacct_states(job_ids: Sequence[str], retry: Retry | None = None) -> list[TaskState] | None:
+    """Per-job (array: per-task) states from sacct; None when sacct is missing or accounting is off.
+    ControllerUnreachable when slurmdbd does not answer (after the retries)."""
     if not job_ids:
         return []
     try:
-        r = _run(["sacct", "-n", "-P", "-X", "-j", ",".join(job_ids), "-o", ",".join(SACCT_FIELDS)])
-    except (FileNotFoundError, subprocess.TimeoutExpired):
+        r = slurmcmd.call(["sacct", "-n", "-P", "-X", "-j", ",".join(job_ids), "-o", ",".join(SACCT_FIELDS)],
+                          retry=retry, timeout=30)
+    except slurmcmd.SlurmNotInstalled:
         return None
-    if r.returncode != 0:
+    if r.returncode != 0:  # "accounting storage is disabled" and the like: squeue will do
         return None
     states = []
     for line in r.stdout.splitlines():
@@ -155,13 +154,14 @@ def sacct_states(job_ids: Sequence[str]) -> list[TaskState] | None:
     return states
 
 
-def squeue_states(job_ids: Sequence[str]) -> list[TaskState]:
-    """States of jobs slurmctld still holds (pending, running, or finished less than MinJobAge ago)."""
+def squeue_states(job_ids: Sequence[str], retry: Retry | None = None) -> list[TaskState]:
+    """States of jobs slurmctld still holds (pending, running, or finished less than MinJobAge ago);
+    ControllerUnreachable when slurmctld does not answer."""
     states = []
     for jid in job_ids:
         try:
-            r = _run(["squeue", "-h", "-r", "-j", jid, "-o", "%i|%T|%M|%N|%j"])
-        except FileNotFoundError:
+            r = slurmcmd.call(["squeue", "-h", "-r", "-j", jid, "-o", "%i|%T|%M|%N|%j"], retry=retry, timeout=30)
+        except slurmcmd.SlurmNotInstalled:
             raise StatusError("neither sacct nor squeue is on PATH: is this a Slurm login node?") from None
         if r.returncode != 0:  # "Invalid job id specified": gone from slurmctld
             continue
@@ -172,13 +172,33 @@ def squeue_states(job_ids: Sequence[str]) -> list[TaskState]:
     return states
 
 
-def job_states(job_ids: Sequence[str]) -> list[TaskState]:
-    """sacct first; squeue for the ids sacct does not know (accounting off, or not caught up yet)."""
-    states = sacct_states(job_ids) or []
+def job_states(job_ids: Sequence[str], retry: Retry | None = None) -> list[TaskState]:
+    """sacct first; squeue for the ids sacct does not know (accounting off, or not caught up yet).
+
+    A daemon that does not answer is never taken for "no such job": slurmctld down raises
+    ControllerUnreachable; slurmdbd down is tolerated only for the jobs slurmctld still knows."""
+    try:
+        states = sacct_states(job_ids, retry) or []
+        dbd_down = None
+    except ControllerUnreachable as exc:
+        states, dbd_down = [], exc
     known = {s.slurm_id.split("_")[0] for s in states}
     missing = [j for j in job_ids if j.split("_")[0] not in known]
     if missing:
-        states += squeue_states(missing)
+        try:
+            states += squeue_states(missing, retry)
+        except ControllerUnreachable as exc:
+            if dbd_down is not None:
+                raise ControllerUnreachable(f"{exc.detail}; and {dbd_down.detail}", exc.command, exc.tries) from None
+            raise
+        known = {s.slurm_id.split("_")[0] for s in states}
+        unknown = [j for j in missing if j.split("_")[0] not in known]
+        if unknown and dbd_down is not None:
+            # Finished jobs are only in accounting: without slurmdbd their state cannot be known.
+            raise ControllerUnreachable(
+                f"cannot tell the state of job(s) {', '.join(unknown)}: slurmctld does not hold them (any more) "
+                f"and {dbd_down.detail}",
+                dbd_down.command, dbd_down.tries) from None
     return states
 
 
@@ -192,10 +212,11 @@ def summarize(states: Sequence[TaskState]) -> str:
     return " ".join(f"{state}×{n}" for state, n in sorted(counts.items()))
 
 
-def cancel(job_id: str) -> str:
+def cancel(job_id: str, retry: Retry | None = None) -> str:
+    """scancel the job; ControllerUnreachable (saying so) when slurmctld does not answer."""
     try:
-        r = _run(["scancel", job_id])
-    except FileNotFoundError:
+        r = slurmcmd.call(["scancel", job_id], retry=retry, timeout=30)
+    except slurmcmd.SlurmNotInstalled:
         raise StatusError("scancel is not on PATH: is this a Slurm login node?") from None
     if r.returncode != 0:
         raise StatusError(f"scancel {job_id} failed: {(r.stderr or r.stdout).strip()}")
@@ -237,13 +258,19 @@ class JobStatus:
         return summarize(self.states)
 
 
-def status(job_id: str, log_folder: str | os.PathLike | None, tail_lines: int = 20) -> JobStatus:
-    """State of one job (or array task ID_i) and the tails of its logs."""
+def _job_id(job_id: str) -> str:
     job_id = job_id.strip()
     if not job_id or not job_id.split("_")[0].isdigit():
         raise StatusError(f"{job_id!r} is not a Slurm job id (e.g. 123 or 123_4)")
+    return job_id
+
+
+def status(job_id: str, log_folder: str | os.PathLike | None, tail_lines: int = 20,
+           retry: Retry | None = None) -> JobStatus:
+    """State of one job (or array task ID_i) and the tails of its logs."""
+    job_id = _job_id(job_id)
     record = find_record(log_folder, job_id) if log_folder is not None else None
-    states = job_states([job_id])
+    states = job_states([job_id], retry)
     if "_" in job_id:
         states = [s for s in states if s.slurm_id == job_id] or states
     if not states and record is None:
@@ -266,10 +293,11 @@ def _tail_ids(record: Record, job_id: str, states: Sequence[TaskState]) -> list[
     return ids[:TAIL_TASKS]
 
 
-def recent(log_folder: str | os.PathLike, last: int = 10) -> list[tuple[Record, list[TaskState]]]:
+def recent(log_folder: str | os.PathLike, last: int = 10,
+           retry: Retry | None = None) -> list[tuple[Record, list[TaskState]]]:
     """The ``last`` submissions in the registry with their states (one sacct call for them all)."""
     records = read_registry(log_folder)[-last:] if last > 0 else []
-    states = job_states([r.job_id for r in records]) if records else []
+    states = job_states([r.job_id for r in records], retry) if records else []
     by_job: dict[str, list[TaskState]] = {}
     for s in states:
         by_job.setdefault(s.slurm_id.split("_")[0], []).append(s)
@@ -313,12 +341,13 @@ def format_recent(rows: list[tuple[Record, list[TaskState]]], log_folder: str | 
     return "\n".join(out)
 
 
-def _log_folder(args: Any) -> Path:
-    if args.log_folder:
-        return Path(args.log_folder)
+def _folder_and_retry(args: Any) -> tuple[Path, Retry]:
+    """The log folder (--log-folder, else the profile's) and the profile's Slurm retry policy."""
     from hpc.profiles import load_profile
 
-    return Path(load_profile(args.cluster).log_folder)
+    profile = load_profile(args.cluster) if args.cluster or not args.log_folder else None
+    folder = Path(args.log_folder) if args.log_folder else Path(profile.log_folder)
+    return folder, Retry.of(profile)
 
 
 def build_parser() -> Parser:
@@ -336,15 +365,16 @@ def build_parser() -> Parser:
 
 
 def _command(args: Any) -> int:
-    folder = _log_folder(args)
+    folder, retry = _folder_and_retry(args)
     if args.job_id is None:
         if args.cancel:
             raise StatusError("--cancel needs a JOB_ID")
-        print(format_recent(recent(folder, args.last), folder))
+        print(format_recent(recent(folder, args.last, retry), folder))
         return 0
     if args.cancel:
-        print(cancel(args.job_id))
-    print(format_status(status(args.job_id, folder, args.tail)))
+        _job_id(args.job_id)
+        print(cancel(args.job_id, retry))
+    print(format_status(status(args.job_id, folder, args.tail, retry)))
     return 0
 
 

@@ -26,7 +26,6 @@ import json
 import re
 import shlex
 import shutil
-import subprocess
 import sys
 import uuid
 from collections.abc import Iterable
@@ -38,7 +37,7 @@ from common.atomic import write_json, write_text
 from common.cli import Parser, add_config_options, run
 from common.config import ConfigError, format_config, to_dict
 from common.errors import UserError
-from hpc import jobs, render as _render
+from hpc import jobs, render as _render, slurmcmd
 from hpc.plan import Plan, Request, Step, plan
 from hpc.profiles import Profile
 from hpc.status import Record, now_iso, record_submission, registry_path
@@ -84,30 +83,31 @@ class Submission:
         return follow(self)
 
 
-def slurm_available() -> bool:
+def slurm_available(profile: Profile | None = None) -> bool:
     """Whether Slurm is there to submit to: sbatch and srun on PATH (else jobs run here). Installed but
-    not answering is an error, not a reason to run a cluster job on a login node."""
+    not answering (after the profile's retries) is an error, not a reason to run a cluster job on a
+    login node."""
     if shutil.which("sbatch") is None or shutil.which("srun") is None:
         return False
     try:
-        r = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.SubprocessError) as exc:
-        r = None
-        why = str(exc)
-    if r is not None and r.returncode == 0:
+        r = slurmcmd.call(["sinfo", "-h", "-o", "%P"], retry=slurmcmd.Retry.of(profile), timeout=30)
+    except slurmcmd.SlurmError as exc:
+        raise SubmitError(f"Slurm is installed but cannot be used: {exc} Nothing was submitted; to run the "
+                          f"job here instead: --local.") from None
+    if r.returncode == 0:
         return True
-    why = (r.stderr.strip().splitlines() or ["no output"])[-1] if r is not None else why
-    raise SubmitError(f"Slurm is installed but its controller does not answer (sinfo: {why}). Start it or "
-                      f"point SLURM_CONF at it (the dev cluster: make cluster-up; source "
-                      f"/tmp/cama-devcluster/slurm.env), or run here with --local.")
+    why = (r.stderr.strip().splitlines() or ["no output"])[-1]
+    raise SubmitError(f"Slurm is installed but sinfo fails ({why}). Point SLURM_CONF at the cluster's "
+                      f"slurm.conf, or run here with --local.")
 
 
-def _sbatch(script_path: Path) -> str:
-    """Submit one script; Slurm's job id."""
+def _sbatch(script_path: Path, retry: slurmcmd.Retry | None = None) -> str:
+    """Submit one script; Slurm's job id. A controller that cannot be reached is retried; a timeout
+    after the request was sent is not (it may have created the job: see hpc.slurmcmd)."""
     try:
-        r = subprocess.run(["sbatch", "--parsable", str(script_path)], capture_output=True, text=True, timeout=120)
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise SubmitError(f"sbatch could not run: {exc}") from None
+        r = slurmcmd.call(["sbatch", "--parsable", str(script_path)], retry=retry, timeout=120, once=True)
+    except slurmcmd.SlurmError as exc:
+        raise SubmitError(str(exc)) from None
     if r.returncode != 0:
         raise SubmitError(f"sbatch refused {script_path.name}: {(r.stderr or r.stdout).strip()}")
     job_id = r.stdout.strip().split(";")[0]
@@ -132,7 +132,7 @@ def submit_step(p: Plan, step: Step, after: str | None) -> SubmittedStep:
     script_path = p.folder / f".submission-{uuid.uuid4().hex}.sh"
     write_text(script_path, _render.script(step, p.profile, p.folder, after))
     try:
-        job_id = _sbatch(script_path)
+        job_id = _sbatch(script_path, slurmcmd.Retry.of(p.profile))
     except SubmitError:
         for path in (*pending, script_path):
             path.unlink(missing_ok=True)
@@ -164,9 +164,16 @@ def submit_plan(p: Plan) -> Submission:
                 tasks=step.resources.tasks, array=step.array, after=after, cluster=p.profile.name,
                 partition=step.resources.partition, config=p.config_path, submitted=now_iso()))
     except (SubmitError, OSError) as exc:
-        for s in sub.steps:
-            subprocess.run(["scancel", s.job_id], capture_output=True)
-        cancelled = f" (cancelled the steps already submitted: {', '.join(sub.job_ids)})" if sub.steps else ""
+        cancelled = ""
+        if sub.steps:
+            failed = []
+            for s in sub.steps:
+                try:
+                    slurmcmd.call(["scancel", s.job_id], retry=slurmcmd.Retry.of(p.profile), timeout=30)
+                except slurmcmd.SlurmError:
+                    failed.append(s.job_id)
+            cancelled = (f" (cancelled the steps already submitted: {', '.join(sub.job_ids)})" if not failed else
+                         f" (could not cancel the steps already submitted: {', '.join(failed)}; scancel them)")
         raise SubmitError(f"submitting the {p.kind.name} job failed{cancelled}: {exc}") from exc
     return sub
 
@@ -238,7 +245,7 @@ def submit(kind: str, config: str | Path, profile: Profile | str | None = None, 
     waits and raises JobFailed if the job failed.
     """
     p = plan(kind, config, profile, Request(**request), sets=sets)
-    if local or (local is None and not slurm_available()):
+    if local or (local is None and not slurm_available(p.profile)):
         return run_local(p)
     return submit_plan(p)
 
@@ -328,7 +335,7 @@ def _command(args: Any) -> int:
         print(render(p))
         return 0
     try:
-        if args.local or not slurm_available():
+        if args.local or not slurm_available(p.profile):
             why = "--local" if args.local else "no sbatch/srun on PATH"
             print(f"hpc.submit: {why}: running {p.kind.name} here, in this process (one task)", file=sys.stderr,
                   flush=True)

@@ -37,11 +37,12 @@ from typing import Any
 import torch
 
 from recover import arith
-from recover.checkpoint import FLOAT_DTYPES, Checkpoint, compare_structure, dtype_from_name, dtype_name, row_chunks
+from recover.checkpoint import (FLOAT_DTYPES, Checkpoint, compare_structure, contained, dtype_from_name, dtype_name,
+                                row_chunks)
 from recover.config import ApplyConfig
 from recover.diff import chunk_elems
 from recover.errors import IntegrityError, RecoverError
-from recover.hffiles import check_tokenizer, copy_tokenizer, embed_rows, read_config, tokenizer_files, write_config
+from recover.hffiles import check_tokenizer, copy_tokenizer, core_tokenizer_files, embed_rows, read_config, write_config
 from recover.manifest import MANIFEST_NAME, Manifest, file_sha256, load_manifest, new_hash, tensor_sha256, update
 from recover.outdir import atomic_dir, check_target
 from recover.progress import Progress
@@ -84,14 +85,15 @@ def apply_diff(cfg: ApplyConfig) -> dict[str, Any]:
                     raise RecoverError(f"{info.file}: tensor {name!r} is {dtype_name(info.dtype)}, not a "
                                        f"floating-point weight")
         config = read_config(diff.dir)
-        if not tokenizer_files(diff.dir):
+        # Even with check_tokenizer off: tokenizer_config.json alone is no tokenizer.
+        if not core_tokenizer_files(diff.dir):
             raise RecoverError(f"diff {diff.dir}: no tokenizer files (tokenizer.model or tokenizer.json): the "
                                f"restored model would have no usable tokenizer")
         if manifest is not None:
             manifest.check_structure(raw, "raw")
             manifest.check_structure(diff, "diff")
             for fname, digest in (manifest.data.get("files") or {}).items():
-                f = diff.dir / fname
+                f = contained(diff.dir, fname, f"{manifest.path}: file")
                 if not f.is_file() or file_sha256(f) != digest:
                     raise IntegrityError(f"{f}: missing or does not match its checksum in {manifest.path}")
         if cfg.check_tokenizer:

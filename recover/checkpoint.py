@@ -21,7 +21,7 @@ import os
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import torch
@@ -43,6 +43,19 @@ DTYPE_NAMES = {alias: getattr(torch, name) for alias, name in DTYPE_ALIASES.item
 SAFE_INDEX = "model.safetensors.index.json"
 BIN_INDEX = "pytorch_model.bin.index.json"
 MAX_HEADER = 100 << 20
+
+
+def contained(directory: Path, name: Any, where: str) -> Path:
+    """``directory / name`` for a file name read from a file (an index's shard, a manifest's entry),
+    refused by name before anything is opened when it would leave ``directory``: an absolute path or
+    a ``..`` component. (Symlinks inside are fine: a Hugging Face snapshot's files link to its blobs.)"""
+    if not isinstance(name, str) or not name or "\0" in name:
+        raise RecoverError(f"{where} {name!r} is not a file name")
+    parts = PurePosixPath(name).parts
+    if PurePosixPath(name).is_absolute() or ".." in parts or "\\" in name:
+        raise RecoverError(f"{where} {name!r} leaves the checkpoint folder {directory} (absolute path or '..'): "
+                           f"refused, nothing was read from it")
+    return Path(directory) / name
 
 
 def dtype_from_name(name: str, where: str = "dtype") -> torch.dtype:
@@ -165,6 +178,9 @@ class Checkpoint:
             if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
                 raise RecoverError(f"{index}: not a checkpoint index (no 'weight_map' of tensor name → shard file)")
             self._index = (index, weight_map)
+            # Every entry by name first: nothing outside the folder is even looked at.
+            for tensor, name in weight_map.items():
+                contained(self.dir, name, f"{index}: tensor {tensor!r}: shard")
             files = list(dict.fromkeys(weight_map.values()))
             for name in files:
                 if not (self.dir / name).is_file():

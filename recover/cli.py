@@ -1,4 +1,5 @@
-"""``python -m recover``: make-diff, apply (alias ``recover`` with CaMA's flags), verify, convert-meta, merge-lora.
+"""``python -m recover``: make-diff, apply (alias ``recover`` with CaMA's flags), verify, convert-meta, merge-lora,
+download.
 
 Each command builds its typed config (``--config FILE``, then flags, then ``--set KEY=VALUE``; the later
 wins; ``--print-config`` shows the result and exits) and calls the same function the tests and
@@ -20,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from common.cli import Parser, add_config_options, config_from_args, print_config, run
-from recover.config import ApplyConfig, ConvertMetaConfig, MakeDiffConfig, MergeLoraConfig
+from recover.config import ApplyConfig, ConvertMetaConfig, DownloadConfig, MakeDiffConfig, MergeLoraConfig
 from recover.errors import IntegrityError
 
 PROG = "recover"
@@ -101,6 +102,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", dest="verify", action="store_false", default=None)
     _common(p)
     p.set_defaults(func=_merge_lora)
+
+    p = sub.add_parser("download", help="fetch published weights from the Hugging Face Hub (resumable), then verify")
+    p.add_argument("--repo", help="the Hub repo id, OWNER/NAME")
+    p.add_argument("--out", help="local folder (a rerun resumes)")
+    p.add_argument("--only", choices=("diff", "lora"), help="only the files of a diff/checkpoint, or of a LoRA adapter")
+    p.add_argument("--revision", help="branch, tag or commit (default: main)")
+    p.add_argument("--no-verify", dest="verify", action="store_false", default=None,
+                   help="skip the checks after the download")
+    add_config_options(p, required=False, help="YAML DownloadConfig (flags and --set override it)")
+    p.set_defaults(func=_download)
     return parser
 
 
@@ -141,6 +152,10 @@ def _convert_meta(args: argparse.Namespace) -> Summary:
 
 def _merge_lora(args: argparse.Namespace) -> Summary:
     return _configured(MergeLoraConfig, args, "recover.lora", "merge_lora")
+
+
+def _download(args: argparse.Namespace) -> Summary:
+    return _configured(DownloadConfig, args, "recover.download", "download")
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:

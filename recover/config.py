@@ -132,3 +132,21 @@ class MergeLoraConfig:
 
     def __post_init__(self) -> None:
         _check_output(self.dtype, self.max_shard_size, self.chunk_mb)
+
+
+DOWNLOAD_ONLY = ("diff", "lora")
+
+
+@dataclass
+class DownloadConfig:
+    repo: str                         # Hugging Face repo id, e.g. zjunlp/knowlm-13b-diff
+    out: str                          # local folder (a rerun resumes what is there)
+    only: str | None = None           # diff: checkpoint + manifest + tokenizer files; lora: an adapter; None: all
+    revision: str | None = None       # branch, tag or commit (default: the repo's main)
+    verify: bool = True               # afterwards: recover-manifest.json's checksums (diff) / the adapter's files
+
+    def __post_init__(self) -> None:
+        if self.only is not None and self.only not in DOWNLOAD_ONLY:
+            raise RecoverError(f"only: {self.only!r} is not one of {', '.join(DOWNLOAD_ONLY)}")
+        if not self.repo or self.repo.count("/") > 1 or self.repo.strip() != self.repo:
+            raise RecoverError(f"repo: {self.repo!r} is not a Hugging Face repo id (OWNER/NAME)")

@@ -42,7 +42,15 @@ def write_config(src_dir: Path, out_dir: Path, dtype: torch.dtype, fsync: bool =
 
 
 def tokenizer_files(directory: Path) -> list[Path]:
+    """Every tokenizer file present (what travels with a checkpoint)."""
     return [Path(directory) / n for n in TOKENIZER_FILES if (Path(directory) / n).is_file()]
+
+
+def core_tokenizer_files(directory: Path) -> list[Path]:
+    """The files a tokenizer is made of (tokenizer.model, tokenizer.json). tokenizer_config.json and the
+    rest only configure one: alone, transformers builds a tokenizer of 3 tokens that encodes every
+    text to nothing."""
+    return [Path(directory) / n for n in TOKENIZER_CORE if (Path(directory) / n).is_file()]
 
 
 def tokenizer_vocab_size(directory: Path) -> tuple[int, str]:

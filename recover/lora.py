@@ -27,7 +27,7 @@ from common.jsonl import read_json_object
 from recover.checkpoint import Checkpoint, _load_bin, dtype_from_name, dtype_name, read_safetensors_header, row_chunks
 from recover.config import MergeLoraConfig
 from recover.errors import IntegrityError, RecoverError
-from recover.hffiles import check_tokenizer, copy_tokenizer, embed_rows, read_config, tokenizer_files, write_config
+from recover.hffiles import check_tokenizer, copy_tokenizer, core_tokenizer_files, embed_rows, read_config, write_config
 from recover.outdir import atomic_dir, check_target
 from recover.progress import Progress
 from recover.writer import Planned, ShardedWriter
@@ -142,7 +142,7 @@ def merge_lora(cfg: MergeLoraConfig) -> dict[str, Any]:
     step = max(1, cfg.chunk_mb << 20) // 4
     with Checkpoint(cfg.base, "base model") as base:
         deltas, replace = plan_deltas(adapter_cfg, tensors, adapter_path, base)
-        tok_dir = Path(cfg.lora) if tokenizer_files(Path(cfg.lora)) else base.dir
+        tok_dir = Path(cfg.lora) if core_tokenizer_files(Path(cfg.lora)) else base.dir
         rows, embed = embed_rows(base.tensors)
         check_tokenizer(tok_dir, read_config(base.dir), rows, f"{embed} in {base.dir}")
         fixed = dtype_from_name(cfg.dtype) if cfg.dtype else None

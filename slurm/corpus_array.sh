@@ -1,20 +1,27 @@
 #!/bin/bash
-# Sharded corpus build: a job array, one CPU task per shard, then a merge job that runs once every
-# shard succeeded (afterok). The merged .bin/.idx is byte-identical to a single `python -m corpus build`.
+# A corpus build (python -m corpus: one config, a plan of stages) as Slurm array jobs: for each stage
+# of `python -m corpus plan --config JOB.yaml --json` (prepare, bands, dedup, build, mix; the ones the
+# config needs), one array job of `python -m corpus run-task --stage S --task $SLURM_ARRAY_TASK_ID`
+# with the stage's task count and CPUs, each stage `afterok` on the previous one (a failed task cancels
+# what follows: --kill-on-invalid-dep). The result is byte-identical to one `python -m corpus build`.
 #
-#   mkdir -p logs && sbatch slurm/corpus_array.sh configs/corpus/JOB.yaml                 # 8 shards
-#   sbatch --array=0-31 --cpus-per-task=8 slurm/corpus_array.sh configs/corpus/JOB.yaml  # 32 shards
+#   mkdir -p logs && bash slurm/corpus_array.sh configs/corpus/JOB.yaml              # on the login node
+#   mkdir -p logs && sbatch --array=0 slurm/corpus_array.sh configs/corpus/JOB.yaml  # or as a small job
+#   bash slurm/corpus_array.sh JOB.yaml --tasks 32 --set band_tasks=8               # corpus options
 #
-# The array must be 0..N-1 (any %throttle): N is the number of shards. The first task submits the
-# merge job (`python -m corpus merge-shards --num-shards N`); its log names it. A requeued or rerun
-# shard whose output is complete is skipped (completion markers), so requeuing is cheap.
+# Arguments after JOB.yaml go to both `plan` and every `run-task` (--tasks N: N prepare tasks per
+# source; --set KEY=VALUE). The submitting run (the driver: the login-node shell, or task 0 of this
+# script's own array; other tasks of it have nothing to do) prints one line per stage job and last
+# `last job: ID`. Stage jobs run this script again with CAMA_CORPUS_STAGE set, in the same working
+# directory, with this environment. A requeued or rerun task whose outputs are complete is skipped
+# (fingerprinted markers), so requeuing is cheap and resubmitting the whole chain redoes only what is missing.
 #
 #SBATCH --job-name=cama-corpus
 #SBATCH --array=0-7
 #SBATCH --ntasks=1
 #SBATCH --cpus-per-task=4
 #SBATCH --time=4:00:00
-#SBATCH --signal=B:USR2@120
+#SBATCH --signal=B:USR2@300
 #SBATCH --requeue
 #SBATCH --open-mode=append
 # logs/ must exist in the job's working directory before submitting (Slurm does not create it).
@@ -23,7 +30,8 @@
 ##SBATCH --account=my-account
 
 set -euo pipefail
-CONFIG="${1:?usage: sbatch slurm/corpus_array.sh JOB.yaml}"
+CONFIG="${1:?usage: sbatch slurm/corpus_array.sh JOB.yaml [corpus options: --tasks N, --set KEY=VALUE]}"
+shift
 CAMA_HOME="${CAMA_HOME:-${SLURM_SUBMIT_DIR:-$PWD}}"
 if [[ ! -f "$CAMA_HOME/slurm/lib.sh" ]]; then
     echo "[cama] error: '$CAMA_HOME/slurm/lib.sh' not found: submit from the suite's checkout, or export CAMA_HOME=/path/to/it" >&2
@@ -33,27 +41,47 @@ fi
 source "$CAMA_HOME/slurm/lib.sh"
 cama_setup "$CONFIG"
 
-[[ -n "${SLURM_ARRAY_TASK_ID:-}" ]] || cama_die "not an array task: submit with sbatch (the script's --array line), or --array=0-N"
-first="$SLURM_ARRAY_TASK_MIN"
-shards="$SLURM_ARRAY_TASK_COUNT"
-if (( first != 0 || SLURM_ARRAY_TASK_MAX != shards - 1 || ${SLURM_ARRAY_TASK_STEP:-1} != 1 )); then
-    cama_die "the array must be 0..N-1 (got $first..$SLURM_ARRAY_TASK_MAX step ${SLURM_ARRAY_TASK_STEP:-1}): one task per shard"
+if [[ -n "${CAMA_CORPUS_STAGE:-}" ]]; then
+    # A task of one stage's array job.
+    [[ -n "${SLURM_ARRAY_TASK_ID:-}" ]] || cama_die "CAMA_CORPUS_STAGE is set but this is not an array task"
+    cama_step python -m corpus run-task --config "$CONFIG" --stage "$CAMA_CORPUS_STAGE" \
+        --task "$SLURM_ARRAY_TASK_ID" --no-progress "$@"
+    exit $?
 fi
 
-if (( SLURM_ARRAY_TASK_ID == first && ${SLURM_RESTART_COUNT:-0} == 0 )); then
-    # The merge job: submitted once, by the first task, held until every task succeeds (afterok; a
-    # failed shard cancels it: --kill-on-invalid-dep). It inherits this task's environment (venv,
-    # PYTHONPATH), working directory and partition.
-    merge=(python -m corpus merge-shards --config "$CONFIG" --num-shards "$shards")
-    where=()
-    if [[ -n "${SLURM_JOB_PARTITION:-}" ]]; then where+=(--partition="$SLURM_JOB_PARTITION"); fi
-    if [[ -n "${SLURM_JOB_ACCOUNT:-}" ]]; then where+=(--account="$SLURM_JOB_ACCOUNT"); fi
-    merge_job=$(sbatch --parsable --job-name="${SLURM_JOB_NAME}-merge" "${where[@]}" \
-        --dependency="afterok:${SLURM_ARRAY_JOB_ID}" --kill-on-invalid-dep=yes \
-        --ntasks=1 --cpus-per-task=1 --time=1:00:00 --chdir="$PWD" --open-mode=append \
-        --output="logs/%x-%j.out" --wrap="$(printf '%q ' "${merge[@]}")")
-    cama_log "merge job: ${merge_job} (after array job ${SLURM_ARRAY_JOB_ID} succeeds)"
+# The driver: submit the plan's stages.
+if [[ -n "${SLURM_JOB_ID:-}" ]]; then
+    if (( ${SLURM_ARRAY_TASK_ID:-0} != ${SLURM_ARRAY_TASK_MIN:-0} )); then
+        cama_log "task ${SLURM_ARRAY_TASK_ID} of the submitting job: the first task submits the plan, nothing to do here"
+        exit 0
+    fi
+    if (( ${SLURM_RESTART_COUNT:-0} > 0 )); then
+        cama_log "requeued driver (restart ${SLURM_RESTART_COUNT}): the stage jobs were submitted by the first run"
+        exit 0
+    fi
 fi
+[[ -d logs ]] || cama_die "no logs/ folder in '$PWD': the stage jobs write their logs there (mkdir -p logs)"
+plan=$(python -m corpus plan --config "$CONFIG" --json --no-progress "$@") || cama_die "python -m corpus plan failed (above)"
+# One line per stage: NAME TASKS CPUS.
+stages=$(python -c 'import json, sys
+for s in json.load(sys.stdin)["stages"]:
+    print(s["name"], s["tasks"], s["cpus"])' <<<"$plan")
 
-cama_step python -m corpus build --config "$CONFIG" --shard "$SLURM_ARRAY_TASK_ID" --num-shards "$shards" \
-    --workers "${SLURM_CPUS_PER_TASK:-1}"
+name="${CAMA_CORPUS_NAME:-${SLURM_JOB_NAME:-cama-corpus}}"
+where=()
+if [[ -n "${SLURM_JOB_PARTITION:-}" ]]; then where+=(--partition="$SLURM_JOB_PARTITION"); fi
+if [[ -n "${SLURM_JOB_ACCOUNT:-}" ]]; then where+=(--account="$SLURM_JOB_ACCOUNT"); fi
+script="$CAMA_HOME/slurm/corpus_array.sh"   # not $0: in a batch job that is Slurm's copy of the script
+previous=""
+while read -r stage tasks cpus; do
+    after=()
+    if [[ -n "$previous" ]]; then after=(--dependency="afterok:$previous" --kill-on-invalid-dep=yes); fi
+    # Command-line options override the #SBATCH lines above (the array, the CPUs); the rest hold.
+    previous=$(sbatch --parsable --job-name="$name-$stage" "${where[@]}" "${after[@]}" \
+        --array="0-$((tasks - 1))" --cpus-per-task="$cpus" --chdir="$PWD" \
+        --export="ALL,CAMA_HOME=$CAMA_HOME,CAMA_CORPUS_STAGE=$stage" \
+        "$script" "$CONFIG" "$@") || cama_die "sbatch of stage '$stage' failed (above)"
+    previous="${previous%%;*}"
+    cama_log "stage $stage: job $previous ($tasks task(s) of $cpus CPU(s))"
+done <<<"$stages"
+cama_log "last job: $previous"

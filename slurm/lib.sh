@@ -6,7 +6,7 @@
 #
 # Variables a user may set (sbatch exports the submitting shell's environment by default):
 #   CAMA_VENV          virtualenv to activate (default: $CAMA_HOME/.venv when it exists)
-#   CAMA_MAX_REQUEUES  how many times a preempted / timed-out job requeues itself (default 3)
+#   CAMA_MAX_REQUEUES  how many times a preempted / timed-out job requeues itself (default 5, the CaMA profile's requeue_limit)
 #   CAMA_HOME          the suite's checkout (default: the directory sbatch was run from)
 
 cama_log() { printf '[cama %(%F %T)T] %s\n' -1 "$*"; }
@@ -42,7 +42,7 @@ cama_setup() {
 
 # cama_step ARGS...: `srun --kill-on-bad-exit=1 ARGS` with preemption handling; returns srun's status.
 #
-# The scripts ask for `--signal=B:USR2@120`: 120 s before the time limit, Slurm signals this batch
+# The scripts ask for `--signal=B:USR2@300`: 300 s before the time limit, Slurm signals this batch
 # shell (B:), and only it. The trap forwards USR2 to srun, which passes it to every task — the entry
 # point itself, since `python -m hpc.dist exec` execs into it (no torchrun in between: torchrun does
 # not forward USR1/USR2). The entry point saves a complete checkpoint and exits; then this shell
@@ -84,7 +84,7 @@ _cama_on_usr2() {
 
 # cama_requeue: put the job back in the queue, unless it has been requeued CAMA_MAX_REQUEUES times.
 cama_requeue() {
-    local done="${SLURM_RESTART_COUNT:-0}" max="${CAMA_MAX_REQUEUES:-3}"
+    local done="${SLURM_RESTART_COUNT:-0}" max="${CAMA_MAX_REQUEUES:-5}"
     if (( done >= max )); then
         printf '[cama] error: job %s was preempted or timed out after %s requeue(s), and CAMA_MAX_REQUEUES is %s: not requeuing it again. Resubmit it to continue from its latest complete checkpoint, or give it more time per run.\n' \
             "${SLURM_JOB_ID:-?}" "$done" "$max" >&2

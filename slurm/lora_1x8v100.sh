@@ -8,10 +8,11 @@
 #SBATCH --ntasks-per-node=8
 # All 8 GPUs visible to every task: a task picks its GPU by LOCAL_RANK (see pretrain_3x8v100.sh).
 #SBATCH --gpus-per-node=8
-#SBATCH --cpus-per-task=2
+# A GPU's share of the node's CPUs (64 / 8), as configs/cluster/cama_3x8v100.yaml gives it.
+#SBATCH --cpus-per-task=8
 #SBATCH --mem=0
 #SBATCH --time=1-00:00:00
-#SBATCH --signal=B:USR2@120
+#SBATCH --signal=B:USR2@300
 #SBATCH --requeue
 #SBATCH --open-mode=append
 # logs/ must exist in the job's working directory before submitting (Slurm does not create it).

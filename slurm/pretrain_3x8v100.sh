@@ -16,13 +16,16 @@
 # All 8 GPUs visible to every task of a node (no --gpus-per-task): a task picks its GPU by LOCAL_RANK,
 # and NCCL can use NVLink/P2P between GPUs it can see.
 #SBATCH --gpus-per-node=8
-# Raise to (CPUs per node / 8) on the real nodes (data loader workers); 2 fits everywhere.
-#SBATCH --cpus-per-task=2
+# A GPU's share of the node's CPUs (64 / 8, data loader workers): configs/cluster/cama_3x8v100.yaml's
+# shape, checked by tests/test_slurm_scripts.py. On smaller nodes pass --cpus-per-task (e.g. 2).
+#SBATCH --cpus-per-task=8
 # All of the node's memory (ZeRO-3 gathers and DeepSpeed's pinned buffers live in host RAM).
 #SBATCH --mem=0
-#SBATCH --time=3-00:00:00
-# USR2 to the batch shell 120 s before the time limit: it forwards it to the tasks, which save, then requeues (lib.sh).
-#SBATCH --signal=B:USR2@120
+# The partition's limit (a run that ends early is requeued from its checkpoint).
+#SBATCH --time=7-00:00:00
+# USR2 to the batch shell 300 s before the time limit (a 13B ZeRO-3 checkpoint takes minutes): it
+# forwards it to the tasks, which save, then requeues (lib.sh).
+#SBATCH --signal=B:USR2@300
 #SBATCH --requeue
 #SBATCH --open-mode=append
 # logs/ must exist in the job's working directory before submitting (Slurm does not create it).

@@ -8,12 +8,13 @@
 #SBATCH --nodes=1
 #SBATCH --ntasks=1
 #SBATCH --gpus-per-node=1
+# One GPU's share of the node's CPUs and memory (64 / 8, 500G / 8): apply streams a few slices at a
+# time, so memory does not grow with the 26 GB of a 13B model; the share also covers a LoRA merge.
 #SBATCH --cpus-per-task=8
-# 13B weights in fp16 are 26 GB, base and diff are both read: all of the node's memory.
-#SBATCH --mem=0
+#SBATCH --mem=64000M
 #SBATCH --time=4:00:00
 # A restore is not resumable mid-way; on the signal it is requeued and runs again.
-#SBATCH --signal=B:USR2@120
+#SBATCH --signal=B:USR2@300
 #SBATCH --requeue
 #SBATCH --open-mode=append
 # logs/ must exist in the job's working directory before submitting (Slurm does not create it).

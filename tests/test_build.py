@@ -56,6 +56,40 @@ def test_documents_are_whole_document_encodings(built, tokenizer_path):
             assert tok.bos_id not in body.tolist() and tok.eos_id not in body.tolist()
 
 
+def _contains(haystack: list[int], needle: list[int]) -> bool:
+    n = len(needle)
+    return any(haystack[i:i + n] == needle for i in range(len(haystack) - n + 1))
+
+
+def trace_samples(prefix: str | Path, tok: Tokenizer, step: int = 7) -> list[tuple[int, dict]]:
+    """Every ``step``-th sample of PREFIX.bin/.idx with the sidecar line of its document, and the
+    sample's tokens without BOS/EOS."""
+    sidecar = [json.loads(line) for line in Path(f"{prefix}.docs.jsonl").open(encoding="utf-8")]
+    out = []
+    with IndexedReader(prefix) as reader:
+        assert len(sidecar) == reader.num_documents
+        starts = np.asarray(reader.document_indices)
+        for k in range(0, len(reader), step):
+            d = int(np.searchsorted(starts, k, side="right")) - 1   # the document sample k belongs to
+            body = [t for t in reader[k].tolist() if t not in (tok.bos_id, tok.eos_id)]
+            out.append((body, sidecar[d]))
+    return out
+
+
+def test_a_sample_traces_to_its_source_record_through_the_sidecar(built, tokenizer_path):
+    """PREFIX.docs.jsonl: a sample → its document → {source, id, bytes} → the JSON line it came from."""
+    cfg, _ = built
+    tok = Tokenizer(tokenizer_path)
+    by_id = {r["id"]: r for r in _records(SAMPLES)}
+    traced = trace_samples(cfg.output, tok)
+    assert len(traced) > 10
+    for body, line in traced:
+        record = by_id[line["id"]]
+        assert line["bytes"] == len(record["text"].encode("utf-8"))
+        assert line["source"] == record.get("source", cfg.source)   # the record's own, else the build's
+        assert _contains(tok.encode(record["text"]), body), line
+
+
 def test_samples_start_at_sentence_boundaries(built, tokenizer_path):
     cfg, _ = built
     tok = Tokenizer(tokenizer_path)
@@ -99,7 +133,7 @@ def test_byte_identical_whatever_the_worker_count(tokenizer_path, tmp_path):
     for workers, batch in ((1, 1 << 20), (2, 4096), (3, 20000)):
         cfg = _cfg(tokenizer_path, tmp_path / f"w{workers}", workers=workers, batch_bytes=batch, seq_length=256)
         build(cfg)
-        outputs.append((Path(cfg.output + ".bin").read_bytes(), Path(cfg.output + ".idx").read_bytes()))
+        outputs.append([Path(cfg.output + ext).read_bytes() for ext in (".bin", ".idx", ".docs.jsonl")])
     assert outputs[0] == outputs[1] == outputs[2]
 
 
@@ -115,8 +149,8 @@ def test_sharded_build_merges_to_the_unsharded_bytes(tokenizer_path, tmp_path):
     for shard in (2, 0, 1):  # array tasks finish in any order
         build(dataclasses.replace(sharded, shard=shard, num_shards=3))
     report = merge_shards(sharded, 3)
-    for ext in (".bin", ".idx"):
-        assert Path(sharded.output + ext).read_bytes() == Path(whole.output + ext).read_bytes()
+    for ext in (".bin", ".idx", ".docs.jsonl"):
+        assert Path(sharded.output + ext).read_bytes() == Path(whole.output + ext).read_bytes(), ext
     assert report["counts"]["documents"] == len(_records(SAMPLES))
     assert report["counts"]["input_files"] == len(list(inputs.iterdir()))
     # A rerun of a finished shard is skipped (its report is the completion marker).
@@ -125,7 +159,8 @@ def test_sharded_build_merges_to_the_unsharded_bytes(tokenizer_path, tmp_path):
     for shard in range(12):
         build(dataclasses.replace(sharded, shard=shard, num_shards=12))
     merge_shards(sharded, 12)
-    assert Path(sharded.output + ".bin").read_bytes() == Path(whole.output + ".bin").read_bytes()
+    for ext in (".bin", ".docs.jsonl"):
+        assert Path(sharded.output + ext).read_bytes() == Path(whole.output + ext).read_bytes(), ext
     # A missing shard is named.
     Path(f"{sharded.output}.shard-00004-of-00012.json").unlink()
     with pytest.raises(ValueError, match="shard-00004-of-00012"):
@@ -248,25 +283,40 @@ def _run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "corpus", *args], cwd=cwd, env=env, capture_output=True, text=True)
 
 
+def _jsonl_config(path: Path, out: Path, tokenizer_path, extra: str = "") -> Path:
+    """The JSON-lines build in the one corpus config: a jsonl source, no steps, no dedup."""
+    path.write_text(f"output_dir: {out}\ntokenizer: {tokenizer_path}\ndedup: null\n{extra}"
+                    f"sources:\n  - {{name: corpus, layout: jsonl, lang: zh, paths: [{SAMPLES}]}}\n")
+    return path
+
+
 def test_cli_build_inspect_validate_merge(tokenizer_path, tmp_path):
-    cfg_file = tmp_path / "c.yaml"
-    cfg_file.write_text(
-        f"input: [{SAMPLES}]\noutput: {tmp_path / 'a'}\ntokenizer: {tokenizer_path}\nseq_length: 256\n"
-    )
+    cfg_file = _jsonl_config(tmp_path / "c.yaml", tmp_path / "a", tokenizer_path, "seq_length: 256\n")
     r = _run("build", "--config", str(cfg_file), "--no-progress", "--workers", "2")
     assert r.returncode == 0, r.stderr
-    assert "documents written" in r.stdout
-    r = _run("build", "--config", str(cfg_file), "--output", str(tmp_path / "b"), "--lang", "en", "--no-progress")
+    assert "mix:" in r.stdout and "corpus" in r.stdout
+    r = _run("build", "--input", str(SAMPLES), "--output", str(tmp_path / "b"), "--tokenizer", str(tokenizer_path),
+             "--lang", "en", "--no-progress", "--seq-length", "256")
     assert r.returncode == 0, r.stderr
-    r = _run("inspect", str(tmp_path / "a"), "--decode", "0")
+    a, b = tmp_path / "a" / "corpus" / "corpus_text_document", tmp_path / "b" / "corpus" / "corpus_text_document"
+    r = _run("inspect", str(a), "--decode", "0")
     assert r.returncode == 0, r.stderr
     assert "sequence 0" in r.stdout and "sequence length" in r.stdout
-    r = _run("merge", str(tmp_path / "ab"), str(tmp_path / "a"), str(tmp_path / "b"))
+    r = _run("merge", str(tmp_path / "ab"), str(a), str(b))
     assert r.returncode == 0, r.stderr
     r = _run("validate", str(tmp_path / "ab"), "--tokenizer", str(tokenizer_path))
     assert r.returncode == 0 and "valid" in r.stdout, r.stderr
-    with IndexedReader(tmp_path / "a") as a, IndexedReader(tmp_path / "ab") as ab:
-        assert ab.num_documents == 2 * a.num_documents
+    with IndexedReader(a) as ra, IndexedReader(tmp_path / "ab") as ab:
+        assert ab.num_documents == 2 * ra.num_documents
+    # The sidecars are joined in the same order: document d of the merge is line d of its sidecar.
+    sidecar = lambda prefix: Path(f"{prefix}.docs.jsonl").read_bytes()  # noqa: E731
+    assert sidecar(tmp_path / "ab") == sidecar(a) + sidecar(b) and sidecar(a)
+    assert json.loads(Path(f"{tmp_path / 'ab'}.json").read_text())["output"]["docs"] == f"{tmp_path / 'ab'}.docs.jsonl"
+    # A sidecar that does not match its index is refused before anything is written.
+    Path(f"{b}.docs.jsonl").write_bytes(sidecar(b) + b'{"source": "x", "id": "y", "bytes": 1}\n')
+    r = _run("merge", str(tmp_path / "bad"), str(a), str(b))
+    assert r.returncode == 2 and "docs.jsonl" in r.stderr and "line(s) for the" in r.stderr, r.stderr
+    assert not Path(f"{tmp_path / 'bad'}.bin").exists()
     # A bad key fails at once, naming it, with exit status 2 and no traceback.
     cfg_file.write_text(cfg_file.read_text() + "wrokers: 3\n")
     r = _run("build", "--config", str(cfg_file))
@@ -426,19 +476,57 @@ def test_a_rerun_removes_what_a_killed_build_left(tokenizer_path, tmp_path):
 
 
 def test_cli_prefix_overrides_and_print_config(tokenizer_path, tmp_path):
-    cfg_file = tmp_path / "c.yaml"
-    cfg_file.write_text(f"input: [{SAMPLES}]\noutput: {tmp_path / 'a'}\ntokenizer: {tokenizer_path}\n")
+    cfg_file = _jsonl_config(tmp_path / "c.yaml", tmp_path / "a", tokenizer_path)
     r = _run("build", "--config", str(cfg_file), "--set", "seq_length=256", "--set", "workers=2", "--print-config")
     assert r.returncode == 0, r.stderr
     assert "seq_length: 256  # default: 1024" in r.stdout and "workers: 2  # default: 1" in r.stdout
-    assert not (tmp_path / "a.idx").exists()
+    assert not (tmp_path / "a").exists()
     r = _run("build", "--config", str(cfg_file), "--set", "seq_lenght=256")
     assert r.returncode == 2 and r.stderr.startswith("corpus: error: --set seq_lenght=256")
     assert "did you mean 'seq_length'" in r.stderr
     # No abbreviations: --out is not --output.
     r = _run("build", "--config", str(cfg_file), "--out", str(tmp_path / "elsewhere"))
     assert r.returncode == 2 and "unrecognized arguments: --out" in r.stderr
-    r = _run("merge-shards", "--config", str(cfg_file), "--num-shards", "2", "--set", "output=x", "--print-config")
-    assert r.returncode == 0 and "output: x" in r.stdout, r.stderr
+    r = _run("plan", "--config", str(cfg_file), "--set", "shards_per_source=3")
+    assert r.returncode == 0 and r.stdout.split() [:3] == ["build", "3", "task(s),"], r.stderr
     r = _run("validate", str(tmp_path / "missing"))
     assert r.returncode == 2 and r.stderr.startswith("corpus: error: ") and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("source, doc_id, nbytes", [
+    ("corpus", "zh-0001", 1), ("维基 \"q\" \\ x", "id\n\u2028\x00\u00e9😀", 10**12), ("", "", 0)])
+def test_sidecar_lines_are_the_json_of_the_record(source, doc_id, nbytes):
+    from corpus.build import sidecar_line
+
+    line = sidecar_line(source, doc_id, nbytes)
+    assert line == json.dumps({"source": source, "id": doc_id, "bytes": nbytes}, ensure_ascii=False) + "\n"
+    assert json.loads(line) == {"source": source, "id": doc_id, "bytes": nbytes}
+
+
+@pytest.mark.parametrize("tasks", [1, 3])
+def test_a_forced_plan_tokenizes_each_source_once(tokenizer_path, tmp_path, tasks):
+    """--force rebuilds in the build stage; the mix stage then uses those outputs, it does not build again."""
+    from corpus.plan import make_plan, run_task, source_prefix
+    from corpus.spec import load_corpus_config
+
+    cfg_file = _jsonl_config(tmp_path / "c.yaml", tmp_path / "out", tokenizer_path)
+    cfg = load_corpus_config(cfg_file, {"force": True, "progress": False}).with_tasks(tasks)
+    prefix = source_prefix(cfg, cfg.sources[0])
+    built = {}
+    for stage in make_plan(cfg):
+        for t in range(stage.tasks):
+            run_task(cfg, stage.name, t)
+        if stage.name == "build":
+            outputs = sorted(prefix.parent.glob("*.bin"))
+            built = {p: p.stat().st_ino for p in outputs}
+    assert built and all(p.stat().st_ino == ino for p, ino in built.items())   # not rewritten by the mix
+
+
+def test_encode_arrays_are_the_ids_of_encode_with_either_sentencepiece_output(tokenizer_path):
+    texts = [r["text"] for r in _records(SAMPLES)][:20] + ["", " ", "x"]
+    tok = Tokenizer(tokenizer_path)
+    fast = tok.encode_arrays(texts)
+    tok._numpy_out = False          # what an older sentencepiece (lists only) takes
+    slow = tok.encode_arrays(texts)
+    assert [a.tolist() for a in fast] == [b.tolist() for b in slow] == [tok.encode(t) for t in texts]
+    assert all(a.dtype == np.int32 for a in fast + slow)

@@ -44,7 +44,9 @@ def test_pipeline_on_slurm_as_dependent_jobs_then_rerun_here_skips_every_stage(s
                                              "corpus": {"shards": 2}})
     sub = submit.submit("pipeline", config, "dev", log_folder=str(tmp_path / "logs"))
     labels = [s.step.label for s in sub.steps]
-    assert labels == ["tokenizer", "corpus-shards", "corpus", "pretrain", "lora", "recover", "generate", "report"]
+    # The corpus plan's stages (raw sources, global dedup, 2 tasks a source) as array jobs, then its mix.
+    assert labels == ["tokenizer", "corpus-prepare", "corpus-bands", "corpus-dedup", "corpus-build", "corpus",
+                      "pretrain", "lora", "recover", "generate", "report"]
     results = sub.wait()
     run = tmp_path / "run"
     cfg = chain_config.load_chain(config)
@@ -140,17 +142,18 @@ def test_each_job_runs_with_the_configs_frozen_at_submission(tmp_path, monkeypat
     # After submission: the stage file and the pipeline change under the jobs' feet.
     corpus_yaml.write_text(corpus_yaml.read_text().replace("seq_length: 1024", "seq_length: 999") + "min_tokenz: 1\n")
     config.write_text(config.read_text().replace("seq_length: 64", "seq_length: 32"))
-    tokenizer_step, corpus_step = p.steps[0], p.steps[1]
-    assert corpus_step.label == "corpus"
+    # The corpus plan's stages (a JSON-lines build: build, then the mix) are the chain's corpus steps.
+    tokenizer_step, build_step, corpus_step = p.steps[0], p.steps[1], p.steps[2]
+    assert (build_step.label, corpus_step.label) == ("corpus-build", "corpus")
     (args,) = corpus_step.calls
     chain = pickle.loads(pickle.dumps(args[1]))  # what the job unpickles
     assert stage_config(chain, "corpus").seq_length == 64
     monkeypatch.setenv("PATH", str(tmp_path / "no-slurm-here"))
-    for step in (tokenizer_step, corpus_step):
+    for step in (tokenizer_step, build_step, corpus_step):
         step.fn(*step.calls[0], **step.local_kwargs)
-    built = json.loads((tmp_path / "run" / "corpus.json").read_text())
+    built = json.loads((tmp_path / "run" / "corpus" / "report.json").read_text())
     assert built["config"]["seq_length"] == 64
-    assert markers.read(tmp_path / "run", "corpus")["result"]["counts"] == built["counts"]
+    assert markers.read(tmp_path / "run", "corpus")["result"]["samples"] == built["mix"]["samples"] > 0
     assert tokenizer.is_file()
 
 

@@ -340,3 +340,90 @@ def test_run_ie_cases_prints_the_table(models, tmp_path, capsys):
     records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert len(records) == 20 and {r["finish"] for r in records} == {"length"}
     assert all(r["new_tokens"] == 3 for r in records)
+
+
+def test_cli_says_what_it_is_doing_when_stderr_is_a_file(models, tmp_path, capsys):
+    cases = tmp_path / "cases.jsonl"
+    cases.write_text("\n".join(json.dumps({"id": k, "prompt": PROMPT}) for k in range(3)) + "\n")
+    out = tmp_path / "out.jsonl"
+    assert main(["--base", str(models["steered"]), "--cases", str(cases), "--out", str(out), "--max-new-tokens", "2",
+                 "--batch-size", "2"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == f"loading model {models['steered']} …"
+    assert err[1].startswith("model loaded in ") and err[1].endswith(" s on cpu")
+    assert err[2] == "3 case(s), in batches of up to 2"
+    assert [line.split(",")[0] for line in err[3:5]] == ["case 2/3 done", "case 3/3 done"]
+    assert all(" new tokens in " in line and line.endswith(" tokens/s") for line in err[3:5])
+    assert "\r" not in "".join(err)  # plain lines, no progress bar
+
+
+def test_a_case_file_with_a_byte_order_mark(tmp_path):
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"id": "a", "prompt": "x"}).encode() + b"\n")
+    cases, bad = read_cases(path)
+    assert [c.id for c in cases] == ["a"] and bad == []
+
+
+# --- the adapter's base by fingerprint ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def recorded(models):
+    """An adapter with the record train.lora writes: base_model.json, the base's fingerprint."""
+    from train.base_identity import write_record
+
+    adapter = models["tmp"] / "recorded-adapter"
+    shutil.copytree(models["adapter"], adapter)
+    write_record(adapter, models["base"])
+    return adapter
+
+
+def test_a_moved_base_is_recognised_by_its_fingerprint(models, recorded, tmp_path):
+    moved = tmp_path / "elsewhere" / "renamed-base"
+    shutil.copytree(models["base"], moved)
+    model, _ = load_model(moved, recorded)  # no --ignore-base-name: the path differs, the model does not
+    assert type(model).__name__ == "PeftModel"
+    # Re-sharded (other files, same tensors): the same model.
+    from transformers import LlamaForCausalLM
+
+    from train.base_identity import base_fingerprint
+
+    resharded = tmp_path / "resharded"
+    LlamaForCausalLM.from_pretrained(str(models["base"])).save_pretrained(str(resharded), max_shard_size="100KB")
+    assert len(list(resharded.glob("*.safetensors"))) > 1
+    assert base_fingerprint(resharded)["fingerprint"] == base_fingerprint(models["base"])["fingerprint"]
+
+
+def test_another_base_of_the_same_shapes_is_refused_naming_both_fingerprints(models, recorded, tokenizer_path, tmp_path):
+    from train.base_identity import base_fingerprint
+
+    other = make_base(tmp_path / "base", tokenizer_path, seed=1)  # same name, same shapes, other weights
+    theirs, ours = base_fingerprint(models["base"])["fingerprint"], base_fingerprint(other)["fingerprint"]
+    assert theirs != ours
+    with pytest.raises(GenerateError, match=rf"made for the base model with fingerprint {theirs} \(trained at "
+                                            rf".*\), but --base {other} has fingerprint {ours}"):
+        load_model(other, recorded)
+    model, _ = load_model(other, recorded, ignore_base_name=True)  # asked for: applied (the shapes fit)
+    assert type(model).__name__ == "PeftModel"
+
+
+def test_a_base_with_a_recover_manifest_is_fingerprinted_by_it(models, tmp_path):
+    from train.base_identity import base_fingerprint, same_base
+
+    restored = tmp_path / "restored"
+    shutil.copytree(models["base"], restored)
+    tensors = {"model.embed_tokens.weight": {"shape": [3000, 32], "tuned": {"dtype": "float32", "sha256": "a" * 64}}}
+    manifest = {"format": "cama-recover-manifest", "version": 1, "hash": "sha256", "tensors": tensors}
+    (restored / "recover-manifest.json").write_text(json.dumps(manifest))
+    fp = base_fingerprint(restored)
+    plain = base_fingerprint(models["base"])
+    assert fp["method"] == "manifest" and fp["fingerprint"] != plain["fingerprint"]
+    assert fp["sampled"] == plain["sampled"]
+    # Recorded with the manifest, checked on a copy without it (or the other way round): the tensors decide.
+    assert same_base({**fp, "path": "x"}, models["base"])[0]
+    assert same_base({**plain, "path": "x"}, restored)[0]
+    tensors["model.embed_tokens.weight"]["tuned"]["sha256"] = "b" * 64
+    other = tmp_path / "other"
+    shutil.copytree(restored, other)
+    (other / "recover-manifest.json").write_text(json.dumps(manifest))
+    assert not same_base({**fp, "path": "x"}, other)[0]  # both have manifests: theirs decide

@@ -629,3 +629,27 @@ def test_format_error_pickles() -> None:
     copy = pickle.loads(pickle.dumps(error))
     assert str(copy) == str(error) == "x.idx: sequence_pointers[3]: wrong (expected 8, found 10)"
     assert isinstance(copy, ValueError) and copy.index == 3
+
+
+def test_add_documents_writes_the_bytes_of_one_add_document_each(tmp_path: Path) -> None:
+    rng = np.random.default_rng(7)
+    docs = random_docs(rng, 50)
+    write(tmp_path / "one", docs)
+    writer = IndexedWriter(tmp_path / "batch", np.uint16)
+    for part in (docs[:1], docs[1:30], [], docs[30:]):   # batches of any size, an empty one included
+        tokens = np.concatenate([np.asarray(s) for doc in part for s in doc]) if part else np.empty(0, np.int64)
+        writer.add_documents(tokens, np.array([len(s) for doc in part for s in doc], dtype=np.int64),
+                             np.array([len(doc) for doc in part], dtype=np.int64))
+    writer.finalize()
+    for ext in (".bin", ".idx"):
+        assert (tmp_path / f"batch{ext}").read_bytes() == (tmp_path / f"one{ext}").read_bytes()
+    bad = IndexedWriter(tmp_path / "bad", np.uint16)
+    bad.add_documents(np.array([1, 2, 3]), np.array([3]), np.array([1]))
+    for tokens, lengths, counts in (([1, 2], [1, 1], [1]),        # counts do not cover the sequences
+                                    ([1, 2], [1, 1], [0, 2]),     # a document without a sequence
+                                    ([1, 2], [3], [1]),           # lengths do not sum to the tokens
+                                    ([70000], [1], [1])):         # a token outside uint16
+        with pytest.raises(ValueError):
+            bad.add_documents(np.array(tokens), np.array(lengths), np.array(counts))
+    assert (bad.documents, bad.sequences, bad.tokens) == (1, 1, 3)   # nothing of the rejected calls
+    bad.abort()

@@ -49,6 +49,13 @@ def test_the_saved_adapter_is_complete_and_reproduces_the_trained_logits(referen
     assert a.shape == (4, 32)
     assert all(float(v.abs().sum()) > 0 for k, v in weights.items() if "lora_B" in k)
     assert verify_adapter(base, adapter) < 1e-4
+    # The base by its fingerprint (generate --lora finds it after a move), and the training log.
+    from train.base_identity import base_fingerprint
+
+    record = json.loads((adapter / "base_model.json").read_text())
+    assert record["fingerprint"] == base_fingerprint(base)["fingerprint"] and record["path"] == str(base.resolve())
+    steps = [json.loads(line)["step"] for line in (reference / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 7))
 
     # The check has teeth: an adapter with B zeroed no longer reproduces the trained logits.
     broken = reference / "broken-adapter"
@@ -137,3 +144,26 @@ def test_a_tokenizer_other_than_the_base_models_is_refused_before_torch(tmp_path
     assert run.returncode == 2, run.stderr
     assert run.stderr.startswith(f"train.lora: error: tokenizer {other} (sha256 {file_sha256(other)})")
     assert str(base / "tokenizer.model") in run.stderr and run.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("case", ["missing", "no-config"])
+def test_a_missing_base_model_is_named_as_such_before_torch(tmp_path, case):
+    """Not "tokenizer not found": the folder the job names as its base is what is missing."""
+    import yaml
+
+    base = tmp_path / "pretrain" / "final"
+    if case == "no-config":
+        base.mkdir(parents=True)
+    cfg = tmp_path / "job.yaml"
+    cfg.write_text(yaml.safe_dump({"base": str(base), "data": str(ROOT / "examples/data/instructions/en.jsonl"),
+                                   "output_dir": str(tmp_path / "run"), "cpu": True}))
+    script = ("import runpy, sys; sys.argv = ['train.lora', '--config', sys.argv[1]]\n"
+              "try:\n    runpy.run_module('train.lora', run_name='__main__')\n"
+              "except SystemExit as exc:\n    print('torch' in sys.modules); sys.exit(exc.code)\n")
+    run = subprocess.run([sys.executable, "-c", script, str(cfg)], cwd=ROOT, env=env(), capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 2, run.stderr
+    expect = (f"the base model folder {base} does not exist" if case == "missing" else
+              f"{base} has no config.json: not a Hugging Face checkpoint folder")
+    assert run.stderr.strip() == f"train.lora: error: base: {expect}" + run.stderr.strip().split(expect, 1)[1]
+    assert "tokenizer" not in run.stderr and run.stdout.strip() == "False"

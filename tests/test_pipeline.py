@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import bz2
 import dataclasses
 import json
+import random
 import shutil
 from pathlib import Path
 
@@ -12,7 +14,9 @@ import pytest
 from conftest import ROOT
 from common.config import ConfigError
 from corpus.indexed import validate
-from corpus.pipeline import GLOBAL_GROUP, _split_units, load_pipeline_config, run_pipeline
+from corpus.partition import contiguous_ranges
+from corpus.plan import run_plan as run_pipeline
+from corpus.spec import GLOBAL_GROUP, load_corpus_config as load_pipeline_config
 
 TINY = ROOT / "configs" / "tiny" / "sources.yaml"
 # The pid of a killed writer in its temporaries' names: above Linux's largest pid_max, so no process has it
@@ -40,10 +44,57 @@ def _final(out: Path) -> dict[str, bytes]:
     def deliverable(p: Path) -> bool:
         if {"shards", "dedup", GLOBAL_GROUP} & set(p.relative_to(out).parts):
             return False
-        return p.name in ("docs.jsonl", "rejected.jsonl") or p.suffix in (".bin", ".idx") or \
+        # docs.jsonl: a source's prepared documents; PREFIX.docs.jsonl: its build's sidecar.
+        return p.name.endswith("docs.jsonl") or p.name == "rejected.jsonl" or p.suffix in (".bin", ".idx") or \
             (p.name.startswith("blend.") and p.suffix == ".npy")
     return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file() and deliverable(p)}
 
+
+# Generated English pages, different enough from each other not to be near duplicates.
+_WORDS = ("river valley harbour city village mountain forest market bridge museum farmer teacher engineer "
+          "library garden railway station castle church school festival winter summer autumn spring island "
+          "lake coast road tower factory mill orchard field meadow canal ferry lighthouse palace theatre").split()
+_VERBS = "built crossed visited described painted repaired opened closed measured mapped".split()
+_ADJ = "old new small large quiet busy northern southern eastern western famous ancient".split()
+
+
+def _page_text(i: int) -> str:
+    rng = random.Random(i)
+    sentences = []
+    for _ in range(rng.randint(6, 14)):
+        a, b = rng.sample(_WORDS, 2)
+        sentences.append(f"The {rng.choice(_ADJ)} {a} near the {rng.choice(_ADJ)} {b} was {rng.choice(_VERBS)} "
+                         f"in {1700 + rng.randint(0, 300)} by the people who lived in the {rng.choice(_WORDS)} "
+                         f"of {rng.choice(_WORDS).title()}ford, and it is still there today.")
+    return " ".join(sentences)
+
+
+def _make_multistream(folder: Path, pages: int, per_stream: int,
+                      name: str = "enwiki-20240101-pages-articles-multistream") -> Path:
+    """A dump in Wikimedia's multistream shape (stream 0: header + siteinfo; streams of ``per_stream``
+    pages; a last one closing the root) and its index, ``offset:page_id:title`` per page, bz2."""
+    header = ('<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/" xml:lang="en">\n'
+              '  <siteinfo><sitename>Wikipedia</sitename><dbname>enwiki</dbname></siteinfo>\n').encode()
+    streams = [bz2.compress(header)]
+    index = []
+    offset = len(streams[0])
+    for first in range(0, pages, per_stream):
+        chunk = []
+        for i in range(first, min(pages, first + per_stream)):
+            pid = 1000 + i
+            text = _page_text(i if i % 9 != 4 else i - 1)   # every ninth page repeats the one before it
+            chunk.append(f"  <page>\n    <title>Page {i}</title>\n    <ns>0</ns>\n    <id>{pid}</id>\n"
+                         f"    <revision>\n      <id>{pid * 10}</id>\n      <text xml:space=\"preserve\">{text}</text>\n"
+                         f"    </revision>\n  </page>\n")
+            index.append(f"{offset}:{pid}:Page {i}\n")
+        data = bz2.compress("".join(chunk).encode())
+        streams.append(data)
+        offset += len(data)
+    streams.append(bz2.compress(b"</mediawiki>\n"))
+    dump = folder / f"{name}.xml.bz2"
+    dump.write_bytes(b"".join(streams))
+    (folder / f"{name}-index.txt.bz2").write_bytes(bz2.compress("".join(index).encode()))
+    return dump
 
 def _counts(report) -> dict[str, dict]:
     drop = {"fingerprint", "shards", "docs", "audit"}
@@ -100,6 +151,35 @@ def test_every_layout_goes_through(tokenizer_path, tmp_path):
     assert [s["name"] for s in mix["sources"]] == list(by_name)
     assert mix["samples"] == sum(s["build"]["counts"]["sequences"] for s in by_name.values())
     assert json.loads((tmp_path / "out" / "report.json").read_text())["mix"]["samples"] == mix["samples"]
+
+
+def test_a_sample_traces_to_its_source_record_through_the_sidecar(tokenizer_path, tmp_path):
+    """A raw-source build: sample → document → sidecar {source, id, bytes} → the reader's record with
+    that id, whose cleaned text is what was tokenized (its UTF-8 length is ``bytes``)."""
+    from collections import Counter
+
+    from corpus.clean import clean
+    from corpus.plan import source_prefix
+    from corpus.sources import read_source
+    from corpus.tokenizer import Tokenizer
+    from test_build import _contains, trace_samples
+
+    cfg = _config(tokenizer_path, tmp_path / "out", seq_length=64)
+    cfg.sources = [s for s in cfg.sources if s.name in ("baike", "wiki_en", "github")]   # xml.bz2, json, repos
+    run_pipeline(cfg)
+    tok = Tokenizer(tokenizer_path)
+    ids = set()
+    for spec in cfg.sources:
+        raw = {d.id: d for d in read_source(spec.layout, spec.paths, Counter(), **spec.options)}
+        traced = trace_samples(source_prefix(cfg, spec), tok, step=1)   # every sample
+        assert traced, spec.name
+        ids |= {line["id"] for _, line in traced}
+        for body, line in traced:
+            assert line["source"] == spec.name, line
+            text = clean(raw[line["id"]].text, spec.lang)
+            assert line["bytes"] == len(text.encode("utf-8")), line
+            assert _contains(tok.encode(text), body), line
+    assert len(ids) >= 5
 
 
 def test_duplicates_are_removed_keeping_the_first(tokenizer_path, tmp_path):
@@ -160,7 +240,7 @@ def test_rerun_skips_and_a_crashed_run_resumes_to_the_same_bytes(tokenizer_path,
 def test_bad_pipeline_configs_are_named(tokenizer_path, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("output_dir: o\ntokenizer: t\nsources:\n  - {name: a, layout: myspace, lang: zh, paths: [x]}\n")
-    with pytest.raises(ConfigError, match="unknown layout 'myspace'"):
+    with pytest.raises(ConfigError, match="key 'layout': unknown source layout 'myspace'; known: .*wiki"):
         load_pipeline_config(bad)
     bad.write_text("output_dir: o\ntokenizer: t\nsources:\n  - {name: a, layout: wiki, lang: zh, paths: [x], "
                    "options: {to_simplfied: true}}\n")
@@ -172,6 +252,15 @@ def test_bad_pipeline_configs_are_named(tokenizer_path, tmp_path):
         load_pipeline_config(bad)
     bad.write_text("output_dir: o\ntokenizer: t\nsources:\n  - {name: a, layout: wiki, lang: fr, paths: [x]}\n")
     with pytest.raises(ConfigError, match="lang 'fr'"):
+        load_pipeline_config(bad)
+    # A step name that is not one: named with the known ones, before any work.
+    bad.write_text("output_dir: o\ntokenizer: t\nsources:\n  - {name: a, layout: wiki, lang: zh, paths: [x], "
+                   "steps: [clean, dedupe]}\n")
+    with pytest.raises(ConfigError, match=r"steps\[1\]: unknown step 'dedupe' \(known: clean, filter"):
+        load_pipeline_config(bad)
+    # The old JSON-lines config form is named as such.
+    bad.write_text("input: [x.jsonl]\noutput: o\ntokenizer: t\n")
+    with pytest.raises(ConfigError, match="key 'input': a JSON-lines build is now a source.*layout: jsonl"):
         load_pipeline_config(bad)
 
 
@@ -194,8 +283,9 @@ def test_report_page_with_plots(tokenizer_path, tmp_path):
 
 @pytest.mark.slurm
 def test_raw_source_build_on_slurm_equals_a_local_run(slurm_cluster, tokenizer_path, tmp_path):
-    """hpc.submit sources with a sources: config, sharded: prepare shards → band tasks → a task per
-    source → mix + report, each step after the previous one; the result equals a one-process run."""
+    """hpc.submit corpus with a raw-source config, sharded: each stage of the plan (prepare shards →
+    band tasks → a dedup task per source → a build task per source → mix + report) an array job after
+    the previous one; the result equals a one-process run."""
     import os
     import subprocess
     import sys
@@ -214,14 +304,15 @@ def test_raw_source_build_on_slurm_equals_a_local_run(slurm_cluster, tokenizer_p
     job = tmp_path / "sources job.yaml"
     job.write_text(yaml.safe_dump(spec, allow_unicode=True))
     logs = tmp_path / "logs"
-    r = subprocess.run([sys.executable, "-m", "hpc.submit", "sources", "--config", str(job), "--log-folder", str(logs),
+    r = subprocess.run([sys.executable, "-m", "hpc.submit", "corpus", "--config", str(job), "--log-folder", str(logs),
                         "--follow"], capture_output=True, text=True, timeout=420,
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert r.returncode == 0, r.stderr + r.stdout
-    prepare, bands, sources, mix = read_registry(logs)
-    assert [(s.step, s.array) for s in (prepare, bands, sources, mix)] == [
-        ("prepare", 16), ("bands", 16), ("sources", 8), ("mix", None)]
-    assert (bands.after, sources.after, mix.after) == (prepare.job_id, bands.job_id, sources.job_id)
+    prepare, bands, dedup, build, mix = read_registry(logs)
+    assert [(s.step, s.array) for s in (prepare, bands, dedup, build, mix)] == [
+        ("prepare", 16), ("bands", 16), ("dedup", 8), ("build", 8), ("mix", None)]
+    assert (bands.after, dedup.after, build.after, mix.after) == (prepare.job_id, bands.job_id, dedup.job_id,
+                                                                  build.job_id)
     assert "report" in r.stdout
     assert _final(tmp_path / "slurm") == _final(local)
     assert (tmp_path / "slurm" / "report.md").is_file()
@@ -300,13 +391,16 @@ def test_units_split_into_contiguous_ranges_of_about_equal_bytes():
 
     rng = random.Random(3)
     for _ in range(200):
-        sizes = [rng.choice([0, 1, 10, 1000, 10**6]) for _ in range(rng.randint(1, 30))]
-        n = rng.randint(1, len(sizes))
-        ranges = _split_units(sizes, n)
+        sizes = [rng.choice([0, 1, 10, 1000, 10**6]) for _ in range(rng.randint(0, 30))]
+        n = rng.randint(1, 40)
+        ranges = contiguous_ranges(sizes, n)
         assert len(ranges) == n and ranges[0][0] == 0 and ranges[-1][1] == len(sizes)
-        assert all(a < b for a, b in ranges) and all(ranges[i][1] == ranges[i + 1][0] for i in range(n - 1))
-    assert _split_units([100] * 8, 4) == [(0, 2), (2, 4), (4, 6), (6, 8)]
-    assert _split_units([700, 100, 100, 100], 2) == [(0, 1), (1, 4)]
+        assert all(ranges[i][1] == ranges[i + 1][0] for i in range(n - 1))
+        # Enough items: none empty. Fewer: empty ranges, but no item is split.
+        assert all(a < b for a, b in ranges) if len(sizes) >= n else all(a <= b for a, b in ranges)
+    assert contiguous_ranges([100] * 8, 4) == [(0, 2), (2, 4), (4, 6), (6, 8)]
+    assert contiguous_ranges([700, 100, 100, 100], 2) == [(0, 1), (1, 4)]
+    assert contiguous_ranges([10, 10], 4) == [(0, 1), (1, 1), (1, 2), (2, 2)]
 
 
 def test_global_dedup_keeps_the_earliest_source(tokenizer_path, tmp_path):
@@ -452,3 +546,45 @@ def test_cli_raw_source_build_set_and_print_config(tmp_path):
     assert f"output_dir: {tmp_path / 'o'}" in r.stdout and "band_tasks: 3  # default: 1" in r.stdout
     assert "shards: 2  # default: null" in r.stdout
     assert not (tmp_path / "o").exists()
+
+
+def test_one_big_file_splits_into_byte_ranges_and_1_or_4_tasks_give_the_same_bytes(tokenizer_path, tmp_path):
+    """A multistream wiki dump (cut at bz2 stream starts from its index) and one uncompressed JSON-lines
+    file (cut at line starts), each read by 4 prepare tasks that each read only their byte range."""
+    from corpus.plan import make_plan
+    from corpus.spec import CorpusConfig, SourceSpec
+
+    data = tmp_path / "data"
+    data.mkdir()
+    dump = _make_multistream(data, pages=120, per_stream=10)
+    big = data / "big.jsonl"
+    big.write_text("".join(json.dumps({"id": f"j{i}", "text": _page_text(10_000 + i - (i % 7 == 3))}) + "\n"
+                           for i in range(150)))
+
+    def config(out: Path, tasks: int) -> CorpusConfig:
+        return CorpusConfig(output_dir=str(out), tokenizer=str(tokenizer_path), seq_length=64, min_tokens=8,
+                            shards_per_source=tasks, progress=False, dedup={"threshold": 0.8, "scope": "global"},
+                            sources=[SourceSpec("wiki", "wiki", [str(dump)], "en", steps=["clean"]),
+                                     SourceSpec("big", "jsonl", [str(big)], "en", steps=["clean"])])
+
+    one, four = config(tmp_path / "one", 1), config(tmp_path / "four", 4)
+    assert [(s.name, s.tasks) for s in make_plan(four)][:1] == [("prepare", 8)]
+    reference, report = run_pipeline(one), run_pipeline(four)
+    assert _counts(report) == _counts(reference)
+    counts = _counts(report)
+    assert counts["wiki"]["read"] == 120 and counts["wiki"]["exact_duplicates"] == 13
+    assert counts["big"]["read"] == 150 and counts["big"]["exact_duplicates"] > 0
+    for name, total in (("wiki", 120), ("big", 150)):
+        shards = [json.loads(p.read_text()) for p in sorted((tmp_path / "four" / name / "shards").glob("*-of-00004.json"))]
+        reads = [s["read"] for s in shards]
+        # Each task read its own part (not the whole file, dealt out by records): the parts add up.
+        assert len(reads) == 4 and sum(reads) == total and max(reads) < total / 2, (name, reads)
+    final = _final(tmp_path / "four")
+    assert final == _final(tmp_path / "one")
+    assert {"wiki/wiki_text_document.docs.jsonl", "big/big_text_document.bin", "wiki/docs.jsonl"} <= set(final)
+    # An index of another dump fails before any work, naming the source and the index.
+    index = data / "enwiki-20240101-pages-articles-multistream-index.txt.bz2"
+    index.write_bytes(bz2.compress(b"5:1:A\n7:2:B\n9:3:C\n"))
+    with pytest.raises(ConfigError, match=r"sources\[0\] \(wiki\): .*index.txt.bz2: offset \d+ does not start a bz2 stream"):
+        run_pipeline(config(tmp_path / "bad", 4))
+    assert not (tmp_path / "bad").exists()

@@ -4,6 +4,7 @@ signal, complete-or-absent checkpoints, the exported checkpoint, and the errors 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -67,6 +68,25 @@ def test_zero3_run_exports_a_checkpoint_that_from_pretrained_loads(reference, to
 
 
 @slow
+def test_the_run_logs_metrics_jsonl_readable_lines_and_the_held_out_loss(reference):
+    """8 held-out samples (eval_samples) evaluated every 4 steps under ZeRO-3 on 2 ranks: eval_loss at
+    steps 4 and 8, in the same records as those steps' training figures; a readable line per step."""
+    records = [json.loads(line) for line in (reference / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, 9))
+    assert all(r["total_steps"] == 8 and isinstance(r["loss"], float) and isinstance(r["lr"], float)
+               and isinstance(r["grad_norm"], float) and r["elapsed_s"] >= 0 and r["eta_s"] >= 0 for r in records)
+    assert all(r["tokens_per_s_per_gpu"] > 0 for r in records[1:]) and "mfu" not in records[0]  # no peak on CPU
+    evaluated = {r["step"]: r["eval_loss"] for r in records if "eval_loss" in r}
+    assert sorted(evaluated) == [4, 8] and evaluated[8] < evaluated[4], evaluated  # it learns, held out too
+    log = (reference.parent / "logs" / "rank-0.log").read_text()
+    assert "8 sample(s) held out for eval_loss every 4 steps" in log
+    assert re.search(r"^step 3/8  loss \d+\.\d{3}  lr \S+  gn \S+  [\d,]+ tok/s/GPU  elapsed \d+s  ETA \d+s$", log, re.M), log
+    assert re.search(r"^step 8/8  eval_loss \d+\.\d{3}  elapsed ", log, re.M), log
+    assert "{'loss'" not in log and "'eval_loss'" not in log  # the Trainer's dict printout is gone
+    assert "step 1/8" not in (reference.parent / "logs" / "rank-1.log").read_text()  # rank 0 logs
+
+
+@slow
 def test_a_signal_to_one_rank_checkpoints_all_and_the_rerun_ends_with_the_same_weights(
         tmp_path, corpus, tokenizer_path, reference):
     cfg = pretrain_config(tmp_path, corpus, tokenizer_path, tmp_path / "run")
@@ -91,6 +111,10 @@ def test_a_signal_to_one_rank_checkpoints_all_and_the_rerun_ends_with_the_same_w
     assert f"resuming from {tmp_path / 'run' / f'checkpoint-{stopped[-1]}'}" in tail(logs, 100000)
     assert not broken.exists()
     assert_same_weights(reference / "final", tmp_path / "run" / "final")
+    # The resumed run appended to metrics.jsonl without repeating the steps trained again.
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, 9))
+    assert sorted(r["step"] for r in records if "eval_loss" in r) == [4, 8]
 
 
 def single_process(cfg: Path) -> subprocess.CompletedProcess:

@@ -4,6 +4,7 @@ CaMA's diff layout in both directions, the manifest's checks, and bad input refu
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -375,6 +376,55 @@ def test_tokenizer_missing_or_of_the_wrong_size(work, tmp_path):
     with pytest.raises(IntegrityError, match=r"tokenizer.model: missing or does not match its checksum"):
         apply_diff(ApplyConfig(raw=str(root / "raw"), diff=str(bare), out=str(tmp_path / "out"), progress=False))
     assert no_output(tmp_path, "out")
+
+
+def test_tokenizer_config_alone_is_no_tokenizer_even_without_the_tokenizer_check(work, tmp_path):
+    """CaMA's failure: a diff with only tokenizer_config.json restored a model whose tokenizer has 3
+    tokens and encodes every text to []. With --no-check-tokenizer it is still refused up front."""
+    root, _ = work
+    bare = copy(root / "diff", tmp_path / "config-only")
+    (bare / "tokenizer.model").unlink()
+    assert (bare / "tokenizer_config.json").is_file()
+    for check in (False, True):
+        with pytest.raises(RecoverError, match=r"diff .*config-only: no tokenizer files \(tokenizer.model or tokenizer.json\)"):
+            apply_diff(ApplyConfig(raw=str(root / "raw"), diff=str(bare), out=str(tmp_path / "out"), progress=False,
+                                   check_tokenizer=check))
+    assert cli(["apply", "--raw", str(root / "raw"), "--diff", str(bare), "--out", str(tmp_path / "out"),
+                "--no-check-tokenizer", "--no-progress"]) == 2
+    assert no_output(tmp_path, "out")
+
+
+@pytest.mark.parametrize("entry", ["/etc/passwd", "../outside.safetensors", "ABSOLUTE", "sub/../../outside.safetensors"])
+def test_an_index_entry_outside_the_folder_is_refused_by_name(work, tmp_path, entry):
+    """A real shard placed outside the checkpoint folder, named by its index: before the fix it was
+    opened and its tensors used; now the entry is refused before anything is read."""
+    root, _ = work
+    bad = copy(root / "raw", tmp_path / "ckpt")
+    index_path = bad / "model.safetensors.index.json"
+    index = json.loads(index_path.read_text())
+    shard = "model-00002-of-00003.safetensors"
+    shutil.move(bad / shard, tmp_path / "outside.safetensors")
+    if entry == "ABSOLUTE":
+        entry = str(tmp_path / "outside.safetensors")
+    moved = [name for name, file in index["weight_map"].items() if file == shard]
+    index["weight_map"].update({name: entry for name in moved})
+    index_path.write_text(json.dumps(index))
+    with pytest.raises(RecoverError, match=rf"index.json: tensor '{re.escape(moved[0])}': shard "
+                                           rf"'{re.escape(entry)}' leaves the checkpoint folder"):
+        Checkpoint(bad)
+    with pytest.raises(RecoverError, match="leaves the checkpoint folder"):
+        apply_diff(ApplyConfig(raw=str(bad), diff=str(root / "diff"), out=str(tmp_path / "out"), progress=False))
+    assert no_output(tmp_path, "out")
+
+
+def test_a_manifest_file_entry_outside_the_diff_is_refused(work, tmp_path):
+    root, _ = work
+    bad = copy(root / "diff", tmp_path / "diff")
+    m = json.loads((bad / MANIFEST_NAME).read_text())
+    m["files"]["../../../etc/passwd"] = "0" * 64
+    (bad / MANIFEST_NAME).write_text(json.dumps(m))
+    with pytest.raises(RecoverError, match=r"recover-manifest.json: file '../../../etc/passwd' leaves the checkpoint"):
+        apply_diff(ApplyConfig(raw=str(root / "raw"), diff=str(bad), out=str(tmp_path / "out"), progress=False))
 
 
 def test_the_restored_tokenizer_encodes_text(work):

@@ -66,7 +66,8 @@ def test_recover_runs_on_the_cluster_by_script_and_by_hpc_submit(slurm_cluster, 
     job.write_text(yaml.safe_dump({"raw": str(tmp_path / "raw"), "diff": str(tmp_path / "diff"),
                                    "out": str(tmp_path / "by-script"), "progress": False}))
     (tmp_path / "logs").mkdir()
-    r = sbatch("--wait", "--gpus-per-node=1", "--cpus-per-task=1", "--time=5", f"--chdir={tmp_path}",
+    # --mem: the script asks for a CaMA GPU's share (64000M), more than a dev node has.
+    r = sbatch("--wait", "--gpus-per-node=1", "--cpus-per-task=1", "--mem=3000M", "--time=5", f"--chdir={tmp_path}",
                str(ROOT / "slurm" / "recover_gpu.sh"), str(job), env=sbatch_env(), timeout=300)
     logs = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.out"))
     assert r.returncode == 0, r.stderr + logs

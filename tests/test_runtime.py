@@ -99,3 +99,55 @@ def test_prune_keeps_the_newest_and_resume_resolves(tmp_path):
     assert ckpt.resolve_resume(tmp_path, str(tmp_path / "checkpoint-6")).step == 6
     with pytest.raises(ValueError, match="is not a complete checkpoint"):
         ckpt.resolve_resume(tmp_path, str(tmp_path / "checkpoint-2"))
+
+
+# --- the training log ---------------------------------------------------------------------------
+
+
+def test_the_training_log_is_json_numbers_and_a_readable_line_and_resume_drops_later_steps(tmp_path, capsys):
+    """train.metrics driven by the Trainer's own state and control objects, as the Trainer drives it."""
+    import json
+
+    from transformers import TrainerControl, TrainerState
+
+    from train.metrics import METRICS, MetricsLog, format_line
+
+    state, control = TrainerState(), TrainerControl()
+    state.max_steps = 200
+    log = MetricsLog(tmp_path)
+    log.resume(0)
+    log.on_train_begin(None, state, control)
+    for step in (1, 2):
+        state.global_step = step
+        control.should_evaluate = step == 2  # eval follows the step-2 log: one record for both
+        log.on_log(None, state, control, {"loss": 8.017, "learning_rate": 2.9e-4, "grad_norm": 1.0234,
+                                          "tokens_per_s_per_gpu": 1234.4, "epoch": 0.1, "train_runtime": 3.0})
+    log.on_log(None, state, control, {"eval_loss": 7.5, "eval_runtime": 0.3})
+    state.global_step = 3
+    control.should_evaluate = False
+    log.on_log(None, state, control, {"eval_loss": 7.25})  # evaluated on a step that logged no loss
+    records = [json.loads(line) for line in (tmp_path / METRICS).read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3]
+    assert set(records[0]) == {"step", "total_steps", "loss", "lr", "grad_norm", "tokens_per_s_per_gpu",
+                               "elapsed_s", "eta_s"}  # no mfu where the peak is unknown
+    assert records[0]["loss"] == 8.017 and records[0]["lr"] == 2.9e-4 and records[0]["total_steps"] == 200
+    assert records[1]["eval_loss"] == 7.5 and records[1]["loss"] == 8.017
+    assert set(records[2]) == {"step", "total_steps", "eval_loss", "elapsed_s", "eta_s"}
+    assert all(isinstance(v, (int, float)) for r in records for v in r.values())
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("step 1/200  loss 8.017  lr 2.9e-4  gn 1.02  1,234 tok/s/GPU  elapsed 0s  ETA ")
+    assert out[2].startswith("step 2/200  eval_loss 7.500  elapsed ")
+    assert "{'loss'" not in "\n".join(out)
+    assert format_line({"step": 40, "total_steps": 200, "loss": 3.4121, "lr": 2.9e-4, "grad_norm": 1.02,
+                        "tokens_per_s_per_gpu": 1234.0, "mfu": 0.41, "elapsed_s": 192, "eta_s": 768}) == \
+        "step 40/200  loss 3.412  lr 2.9e-4  gn 1.02  1,234 tok/s/GPU  MFU 41%  elapsed 3m12s  ETA 12m48s"
+
+    # Resumed from checkpoint 2: step 3 is trained again, so its record goes; a torn last line too.
+    with (tmp_path / METRICS).open("a") as f:
+        f.write('{"step": 4, "loss": 1.')
+    again = MetricsLog(tmp_path)
+    again.resume(2)
+    assert [json.loads(line)["step"] for line in (tmp_path / METRICS).read_text().splitlines()] == [1, 2]
+    assert again.offset == records[1]["elapsed_s"]  # elapsed counts on over attempts
+    MetricsLog(tmp_path).resume(0)  # a fresh run in the same folder (resume: never) starts a new log
+    assert (tmp_path / METRICS).read_text() == ""

@@ -16,19 +16,27 @@ from pathlib import Path
 import pytest
 import yaml
 
+from hpc import jobs
 from hpc.dist import derive_port, expand_hostlist
+from hpc.plan import Request, gpu_resources, resolve_time
+from hpc.profiles import load_profile, parse_mem_mb, parse_time_min
 from slurm_fixtures import sacct_state, slurm, slurm_cluster  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 SLURM_DIR = ROOT / "slurm"
-# script -> (nodes, CPUs) of its own #SBATCH shape: pretrain 3 nodes × 8 tasks × 2 CPUs, lora 8 × 2,
-# recover one task of 8 CPUs, corpus one array task of 4.
+# script -> (nodes, CPUs) of its own #SBATCH shape on the dev cluster, with each GPU task's CPUs and
+# memory scaled to the dev nodes (16 CPUs / 8 GPUs: 2 per task): pretrain 3 nodes × 8 tasks × 2 CPUs,
+# lora 8 × 2, recover one task of 2 CPUs, corpus one array task of 4 (a CPU job: not scaled).
 SCRIPTS = {
     "pretrain_3x8v100.sh": (3, 48),
     "lora_1x8v100.sh": (1, 16),
-    "recover_gpu.sh": (1, 8),
+    "recover_gpu.sh": (1, 2),
     "corpus_array.sh": (1, 4),
 }
+# script -> the hpc.submit job kind whose shape on the cluster profile below it must request.
+SCRIPT_KINDS = {"pretrain_3x8v100.sh": "pretrain", "lora_1x8v100.sh": "lora", "recover_gpu.sh": "recover",
+                "corpus_array.sh": "corpus"}
+SCRIPT_PROFILE = "cama_3x8v100"
 # A name and a path with spaces, double and single quotes: every script must pass them through intact.
 AWKWARD = "cama \"quoted\" it's"
 
@@ -128,7 +136,7 @@ def test_every_script_is_listed_and_parses():
 def test_script_conventions(name):
     text = (SLURM_DIR / name).read_text()
     assert text.startswith("#!/bin/bash\n") and os.access(SLURM_DIR / name, os.X_OK)
-    for line in ("set -euo pipefail", "#SBATCH --signal=B:USR2@120", "#SBATCH --requeue",
+    for line in ("set -euo pipefail", "#SBATCH --signal=B:USR2@", "#SBATCH --requeue",
                  "#SBATCH --open-mode=append", "#SBATCH --output=logs/%x-", 'cama_setup "$CONFIG"'):
         assert line in text, f"{name} lacks {line!r}"
     # The job YAML's path is only ever used quoted.
@@ -137,14 +145,68 @@ def test_script_conventions(name):
     assert "torchrun" not in code  # torchrun does not forward USR2 (see hpc.dist)
 
 
+def script_options(name: str) -> dict[str, str]:
+    """The script's #SBATCH options (not the commented-out ##SBATCH ones), as sbatch reads them."""
+    opts = {}
+    for line in (SLURM_DIR / name).read_text().splitlines():
+        if line.startswith("#SBATCH "):
+            key, _, value = line[len("#SBATCH "):].strip().partition("=")
+            opts[key] = value
+    return opts
+
+
+def planned_gpu_shape(kind_name: str, profile_name: str, **request):
+    profile = load_profile(profile_name)
+    kind = jobs.KINDS[kind_name]
+    part_name = profile.default_partition
+    part = profile.partition(part_name)
+    minutes = resolve_time(None, kind, part_name, part)
+    return profile, part, gpu_resources(kind, Request(**request), part_name, part, minutes)
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_script_shape_is_the_cluster_profiles(name):
+    """The #SBATCH defaults of each script are what `hpc.submit KIND --cluster cama_3x8v100` requests:
+    nodes, tasks, GPUs, CPUs per task, memory, time and the signal's lead (--mem=0, all of a node's
+    memory, stands for the profile's mem_per_node when the job takes every GPU of its nodes)."""
+    opts = script_options(name)
+    kind = jobs.KINDS[SCRIPT_KINDS[name]]
+    profile = load_profile(SCRIPT_PROFILE)
+    part_name = profile.default_partition if kind.gpus else (profile.cpu_partition or profile.default_partition)
+    part = profile.partition(part_name)
+    where = f"{name} vs configs/cluster/{SCRIPT_PROFILE}.yaml ({kind.name} kind)"
+    assert opts.get("--signal") == f"B:USR2@{profile.signal_lead_s}", f"{where}: --signal"
+    assert parse_time_min(opts["--time"]) == resolve_time(None, kind, part_name, part), f"{where}: --time"
+    if not kind.gpus:
+        return  # a CPU task's CPUs come from the job config's workers
+    _, _, res = planned_gpu_shape(kind.name, SCRIPT_PROFILE)
+    assert int(opts["--nodes"]) == res.nodes, f"{where}: --nodes"
+    assert int(opts.get("--ntasks-per-node") or opts["--ntasks"]) == res.tasks_per_node, f"{where}: tasks per node"
+    gpu_type, _, count = opts["--gpus-per-node"].rpartition(":")
+    assert int(count) == res.gpus_per_node and gpu_type in ("", res.gpu_type), f"{where}: --gpus-per-node"
+    assert int(opts["--cpus-per-task"]) == res.cpus_per_task, f"{where}: --cpus-per-task {res.cpus_per_task} expected"
+    if opts["--mem"] == "0":
+        assert res.gpus_per_node == part.gpus_per_node, f"{where}: --mem=0 (the whole node) for a part of a node"
+    else:
+        assert parse_mem_mb(opts["--mem"]) == parse_mem_mb(res.mem), f"{where}: --mem {res.mem} expected"
+
+
 # --- the scheduler accepts the scripts' own shapes ---------------------------------------------------
 
 
 @pytest.mark.slurm
 @pytest.mark.parametrize("name", sorted(SCRIPTS))
 def test_scheduler_accepts_the_script_as_written(slurm_cluster, name, tmp_path):
+    """Nodes, tasks, GPUs, time, array as written; a GPU task's CPUs and memory are the dev nodes'
+    share (they have 16 CPUs and 6000M for 8 GPUs, the CaMA nodes 64 and 500G)."""
     nodes, cpus = SCRIPTS[name]
-    r = subprocess.run(["sbatch", "--test-only", str(SLURM_DIR / name), "configs/tiny/corpus.yaml"],
+    scaled = []
+    if jobs.KINDS[SCRIPT_KINDS[name]].gpus:
+        opts = script_options(name)
+        _, _, res = planned_gpu_shape(SCRIPT_KINDS[name], "dev", nodes=int(opts["--nodes"]),
+                                      gpus_per_node=int(opts["--gpus-per-node"].rpartition(":")[2]))
+        scaled = [f"--cpus-per-task={res.cpus_per_task}", f"--mem={'0' if opts['--mem'] == '0' else res.mem}"]
+    r = subprocess.run(["sbatch", "--test-only", *scaled, str(SLURM_DIR / name), "configs/tiny/corpus.yaml"],
                        cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
     m = re.search(r"to start at \S+ using (\d+) processors on nodes (\S+) in partition debug", r.stderr)
@@ -184,7 +246,8 @@ def test_one_node_scripts_run_their_entry(slurm_cluster, tmp_path, probe, name, 
     work = workdir(tmp_path)
     config = work / f"{AWKWARD}.yaml"
     config.write_text("probe: true\n")
-    r = sbatch("--wait", "--ntasks-per-node=1", "--ntasks=1", "--cpus-per-task=1", "--gpus-per-node=1", "--time=5",
+    # --mem: recover_gpu.sh asks for a CaMA GPU's share (64000M), more than a dev node has.
+    r = sbatch("--wait", "--ntasks-per-node=1", "--ntasks=1", "--cpus-per-task=1", "--mem=500M", "--gpus-per-node=1", "--time=5",
                f"--chdir={work}", str(SLURM_DIR / name), str(config), env=sbatch_env(CAMA_ENTRY=str(probe)))
     log = the_log(work)
     assert r.returncode == 0, log
@@ -197,7 +260,7 @@ def test_one_node_scripts_run_their_entry(slurm_cluster, tmp_path, probe, name, 
 def test_bad_input_fails_the_job_with_a_clear_message(slurm_cluster, tmp_path):
     work = workdir(tmp_path)
     script = str(SLURM_DIR / "recover_gpu.sh")
-    common = ("--wait", "--gpus-per-node=1", "--cpus-per-task=1", "--time=5", f"--chdir={work}")
+    common = ("--wait", "--gpus-per-node=1", "--cpus-per-task=1", "--mem=500M", "--time=5", f"--chdir={work}")
     r = sbatch(*common, "--job-name=missing", script, "no such 'config'.yaml", env=sbatch_env())
     log = (work / "logs" / f"missing-{job_id_of(r)}.out").read_text()
     assert r.returncode != 0 and "error: job YAML not found: 'no such 'config'.yaml'" in log, log
@@ -249,28 +312,56 @@ def test_script_stops_requeueing_at_the_limit(slurm_cluster, tmp_path, probe):
     assert "after 0 requeue(s), and CAMA_MAX_REQUEUES is 0: not requeuing it again" in the_log(work)
 
 
+def _corpus_deliverables(out: Path) -> dict[str, bytes]:
+    """A corpus build's final files (per source .bin/.idx/.docs.jsonl and the mix's index), which must
+    not depend on how the plan's tasks were split or where they ran."""
+    keep = (".bin", ".idx", ".docs.jsonl")
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
+            if p.is_file() and "shards" not in p.parts and (p.name.endswith(keep) or p.name.startswith("blend."))
+            and not p.name.endswith(".json")}
+
+
 @pytest.mark.slurm
 @pytest.mark.slow
-def test_corpus_array_and_merge_equal_a_single_build(slurm_cluster, tmp_path, tokenizer_path):
+def test_corpus_array_runs_the_plan_stage_after_stage_and_equals_a_single_build(slurm_cluster, tmp_path,
+                                                                                tokenizer_path):
+    """The driver (task 0 of the script's own array) submits one array job per stage of `corpus plan
+    --json`, each afterok on the one before; the output equals one local `python -m corpus build`."""
     work = workdir(tmp_path)
-    cfg = yaml.safe_load((ROOT / "configs" / "tiny" / "corpus.yaml").read_text())
-    cfg.update(input=[str(ROOT / p) for p in cfg["input"]], output=str(work / "out" / "corpus"),
-               tokenizer=str(tokenizer_path))
+    cfg = yaml.safe_load((ROOT / "configs" / "tiny" / "sources.yaml").read_text())
+    keep = {"baike", "english", "github"}
+    cfg.update(tokenizer=str(tokenizer_path), output_dir="out", filters=str(ROOT / cfg["filters"]),
+               dedup={"threshold": 0.8, "scope": "global"}, shard_records=1,
+               sources=[dict(s, paths=[str(ROOT / p) for p in s["paths"]]) for s in cfg["sources"] if s["name"] in keep])
     config = work / "tiny corpus.yaml"
     config.write_text(yaml.safe_dump(cfg))
-    r = sbatch("--wait", "--array=0-2", "--cpus-per-task=1", "--job-name=corpus-test", f"--chdir={work}",
-               str(SLURM_DIR / "corpus_array.sh"), config.name, env=sbatch_env())
-    array = job_id_of(r)
-    first = (work / "logs" / f"corpus-test-{array}_0.out").read_text()
-    assert r.returncode == 0, first
-    merge = re.search(r"merge job: (\d+)", first)
-    assert merge, first
-    assert sacct_state(merge.group(1), until=["COMPLETED", "FAILED", "CANCELLED"], timeout=60) == "COMPLETED", \
-        (work / "logs" / f"corpus-test-merge-{merge.group(1)}.out").read_text()
-    single = subprocess.run([sys.executable, "-m", "corpus", "build", "--config", str(config), "--output",
-                             str(work / "single" / "corpus"), "--no-progress"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    options = ["--tasks", "2", "--set", "band_tasks=2"]
+    r = sbatch("--wait", "--array=0", "--cpus-per-task=1", "--job-name=corpus-test", f"--chdir={work}",
+               str(SLURM_DIR / "corpus_array.sh"), config.name, *options, env=sbatch_env())
+    driver = job_id_of(r)
+    log = (work / "logs" / f"corpus-test-{driver}_0.out").read_text()
+    assert r.returncode == 0, log
+    stages = re.findall(r"stage (\w+): job (\d+) \((\d+) task", log)
+    assert [(s, int(n)) for s, _, n in stages] == [("prepare", 6), ("bands", 2), ("dedup", 1), ("build", 3),
+                                                   ("mix", 1)], log
+    last = re.search(r"last job: (\d+)", log).group(1)
+    assert last == stages[-1][1]
+    state = sacct_state(last, until=["COMPLETED", "FAILED", "CANCELLED", "OUT_OF_MEMORY", "TIMEOUT"], timeout=300)
+    logs = {p.name: p.read_text() for p in (work / "logs").iterdir()}
+    assert state == "COMPLETED", logs
+    # afterok: no task of a stage started before every task of the stage before it had ended.
+    spans = []
+    for _, job, _ in stages:
+        rows = [line.split("|") for line in slurm("sacct", "-n", "-X", "-P", "-j", job, "-o", "Start,End,State")
+                .splitlines() if line.strip()]
+        assert rows and {row[2] for row in rows} == {"COMPLETED"}, (job, rows)
+        spans.append((min(row[0] for row in rows), max(row[1] for row in rows)))
+    assert all(spans[k + 1][0] >= spans[k][1] for k in range(len(spans) - 1)), spans
+    assert len([n for n in logs if "corpus-test-prepare" in n]) == 6, sorted(logs)
+    single = subprocess.run([sys.executable, "-m", "corpus", "build", "--config", config.name, "--output",
+                             str(work / "single"), "--no-progress"],
+                            cwd=work, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert single.returncode == 0, single.stderr
-    for ext in (".bin", ".idx"):
-        merged = (work / "out" / f"corpus{ext}").read_bytes()
-        assert merged == (work / "single" / f"corpus{ext}").read_bytes() and merged, ext
+    got, want = _corpus_deliverables(work / "out"), _corpus_deliverables(work / "single")
+    assert "github/github_text_document.docs.jsonl" in got, sorted(got)
+    assert got == want and any(k.endswith(".bin") for k in got), sorted(set(got) ^ set(want))

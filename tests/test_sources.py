@@ -349,6 +349,8 @@ ALL = {
     "english": ([DATA / "english"], {}),
     "github": ([str(REPOS / "*"), DATA / "github" / "code.jsonl"], {}),
     "leetcode": ([DATA / "leetcode"], {}),
+    "json": ([DATA / "json"], {"fields": {"text": "body", "id": "uid"}}),
+    "jsonl": ([DATA / "json" / "posts.jsonl"], {"fields": {"text": "body"}}),
 }
 
 
@@ -373,7 +375,8 @@ def test_read_source_orders_inputs_and_rejects_bad_config(tmp_path: Path) -> Non
         read_source("english", [tmp_path], Counter())
     with pytest.raises(TypeError, match="to_simplfied"):
         read_source("wiki", [DATA / "wiki"], Counter(), to_simplfied=True)
-    with pytest.raises(TypeError, match="takes no options"):
+    # every layout takes options now: an unknown one is named with the known ones
+    with pytest.raises(TypeError, match="unknown option 'lang'.*known options: .*fields"):
         read_source("baike", [DATA / "baike"], Counter(), lang="zh")
 
 

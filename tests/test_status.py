@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -10,7 +11,10 @@ import yaml
 from hpc import status as hst
 from hpc import submit as hs
 from hpc.status import Record, read_registry, record_submission, registry_path, summarize, tail
+from slurm_down import slurm_down  # noqa: F401  (fixture)
 from slurm_fixtures import sacct_state, slurm, slurm_cluster  # noqa: F401  (fixture)
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_cli(capsys, *argv) -> tuple[int, str, str]:
@@ -113,3 +117,99 @@ def test_unknown_job_and_job_outside_the_registry(slurm_cluster, capsys, tmp_pat
     sacct_state(job_id, until=("COMPLETED",))
     rc, out, _ = run_cli(capsys, job_id, "--log-folder", tmp_path)
     assert rc == 0 and f"job {job_id}: COMPLETED  (not in the registry" in out
+
+
+# ---------------------------------------------------------------------------------------------
+# A controller that does not answer (a real slurm.conf pointing where nothing listens)
+
+
+def test_status_with_the_controller_down_says_so_not_unknown_job(slurm_down, capsys, tmp_path):
+    rc, out, err = run_cli(capsys, "5", "--log-folder", tmp_path)
+    assert rc == 2 and out == ""
+    assert "no job" not in err
+    assert f"squeue could not reach slurmctld at {slurm_down.ctld}" in err
+    assert f"SLURM_CONF={slurm_down.conf}" in err and "Unable to contact slurm controller" in err
+    assert f"sacct could not reach slurmdbd at {slurm_down.dbd}" in err and "Connection refused" in err
+    assert "(3 tries over" in err  # the default policy: 3 tries
+    assert err.count("Is it running?") == 1
+
+
+def test_cancel_with_the_controller_down_names_scancel_and_the_tries(slurm_down, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("CAMA_SLURM_TRIES", "2")
+    rc, out, err = run_cli(capsys, "5", "--cancel", "--log-folder", tmp_path)
+    assert rc == 2 and "cancelled" not in out
+    assert err.startswith(f"hpc.status: error: scancel could not reach slurmctld at {slurm_down.ctld}")
+    assert "(2 tries over" in err and "res_nsearch" not in err
+    # The listing too: the registry's job cannot be looked up, and that is what it says.
+    record_submission(tmp_path, Record("5", "x", "probe", "job", str(tmp_path)))
+    rc, _, err = run_cli(capsys, "--log-folder", tmp_path)
+    assert rc == 2 and "could not reach slurmctld" in err
+
+
+def test_the_profile_sets_the_tries_and_the_environment_overrides_it(slurm_down, capsys, tmp_path, monkeypatch):
+    profile = yaml.safe_load((ROOT / "configs/cluster/dev.yaml").read_text())
+    profile.update(slurm_tries=1, log_folder=str(tmp_path / "logs"))
+    path = tmp_path / "one-try.yaml"
+    path.write_text(yaml.safe_dump(profile))
+    rc, _, err = run_cli(capsys, "5", "--cancel", "--cluster", path)
+    assert rc == 2 and "(1 try)" in err
+    monkeypatch.setenv("CAMA_SLURM_TRIES", "4")
+    rc, _, err = run_cli(capsys, "5", "--cancel", "--cluster", path)
+    assert rc == 2 and "(4 tries over" in err
+    monkeypatch.setenv("CAMA_SLURM_TRIES", "many")
+    rc, _, err = run_cli(capsys, "5", "--cancel", "--cluster", path)
+    assert rc == 2 and "$CAMA_SLURM_TRIES must be a whole number" in err
+
+
+def test_no_slurm_configuration_at_all_is_named_not_a_dns_error(slurm_down, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("SLURM_CONF", str(tmp_path / "missing.conf"))
+    rc, _, err = run_cli(capsys, "5", "--log-folder", tmp_path)
+    assert rc == 2 and f"sacct: SLURM_CONF={tmp_path / 'missing.conf'} does not exist" in err
+    if Path("/etc/slurm/slurm.conf").is_file():
+        pytest.skip("this machine has a system-wide slurm.conf (the dev cluster links one while it is up)")
+    monkeypatch.delenv("SLURM_CONF")
+    rc, _, err = run_cli(capsys, "5", "--cancel", "--log-folder", tmp_path)
+    assert rc == 2 and err.startswith("hpc.status: error: scancel: no Slurm configuration to find the controller by")
+    assert "SLURM_CONF is unset" in err and "Point SLURM_CONF at the cluster's slurm.conf" in err
+
+
+def test_retry_waits_double_and_are_bounded():
+    from hpc.slurmcmd import Retry, SlurmError
+
+    assert Retry().waits() == [1.0, 2.0] and Retry(4, 0.5).waits() == [0.5, 1.0, 2.0] and Retry(1).waits() == []
+    assert Retry.of(None, {"CAMA_SLURM_TRIES": "5", "CAMA_SLURM_BACKOFF_S": "0"}) == Retry(5, 0.0)
+    with pytest.raises(SlurmError, match="tries must be >= 1"):
+        Retry.of(None, {"CAMA_SLURM_TRIES": "0"})
+
+
+@pytest.mark.slurm
+def test_a_controller_that_times_out_is_retried_except_by_sbatch(slurm_cluster, tmp_path, monkeypatch):
+    """A "controller" that accepts connections and never answers (Slurm's client says "Socket timed
+    out"): every try is a connection it sees. sbatch is not sent again (it may have made the job)."""
+    import socket
+    import threading
+
+    from hpc import slurmcmd
+    from hpc.submit import SubmitError, _sbatch
+    from slurm_down import HOST
+
+    listener = socket.socket()
+    listener.bind((HOST, 0))
+    listener.listen(16)
+    seen: list[socket.socket] = []
+    threading.Thread(target=lambda: [seen.append(listener.accept()[0]) for _ in iter(int, 1)], daemon=True).start()
+    conf = tmp_path / "slurm.conf"
+    conf.write_text(f"ClusterName=silent\nSlurmctldHost=silent({HOST})\nSlurmctldPort={listener.getsockname()[1]}\n"
+                    f"AuthType=auth/munge\nAuthInfo=socket={slurm_cluster.dir}/run/munge.sock\nMessageTimeout=1\n"
+                    "NodeName=n1 NodeAddr=127.0.0.78 CPUs=1 State=UNKNOWN\nPartitionName=debug Nodes=ALL Default=YES\n")
+    monkeypatch.setenv("SLURM_CONF", str(conf))
+    script = tmp_path / "job.sh"
+    script.write_text("#!/bin/bash\ntrue\n")
+    with pytest.raises(slurmcmd.ControllerUnreachable, match=r"Socket timed out on send/recv operation \(3 tries over"):
+        slurmcmd.call(["sbatch", str(script)], retry=slurmcmd.Retry(3, 0.01))
+    assert len(seen) == 3
+    with pytest.raises(SubmitError, match=r"\(1 try\); the request may have reached it, so it was not sent again: "
+                                          r"check `squeue --me`"):
+        _sbatch(script, slurmcmd.Retry(3, 0.01))
+    assert len(seen) == 4
+    listener.close()

@@ -19,10 +19,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from corpus.build import BuildConfig, build
+from corpus.plan import run_plan, source_prefix
+from corpus.spec import load_corpus_config
 from hpc import jobs, submit as hs
-from hpc.corpus_jobs import MAX_DEFAULT_SHARDS
 from hpc.status import read_registry, registry_path, status
+from slurm_down import slurm_down  # noqa: F401  (fixture)
 from slurm_fixtures import sacct_state, slurm, slurm_cluster  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,16 +73,24 @@ def corpus_job(tmp_path, tokenizer_path):
         half = len(lines) // 2
         (inputs / f"{src.stem}-0.jsonl").write_text("".join(lines[:half]), encoding="utf-8")
         (inputs / f"{src.stem}-1.jsonl").write_text("".join(lines[half:]), encoding="utf-8")
-    cfg = {"input": [str(inputs)], "output": str(root / "out" / "corpus"), "tokenizer": str(tokenizer_path)}
+    # The JSON-lines build: one jsonl source, no steps, no dedup; a build task per file.
+    cfg = {"output_dir": str(root / "out"), "tokenizer": str(tokenizer_path), "dedup": None, "shards_per_source": 6,
+           "sources": [{"name": "corpus", "layout": "jsonl", "lang": "zh", "paths": [str(inputs)]}]}
     path = root / "corpus job.yaml"
     path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
     return path
 
 
 def single_build(config: Path, output: Path) -> Path:
-    cfg = BuildConfig(**{**yaml.safe_load(config.read_text()), "output": str(output), "progress": False})
-    build(cfg)
-    return output
+    """The same config run here in one task (one shard): the .bin/.idx prefix of its source."""
+    cfg = load_corpus_config(config, {"output_dir": str(output), "shards_per_source": 1, "progress": False})
+    run_plan(cfg)
+    return source_prefix(cfg, cfg.sources[0])
+
+
+def built_prefix(config: Path) -> Path:
+    cfg = load_corpus_config(config)
+    return source_prefix(cfg, cfg.sources[0])
 
 
 def same_bytes(a: str | Path, b: str | Path) -> bool:
@@ -124,7 +133,25 @@ def test_dry_run_overrides_shape_within_the_partition(job_yaml):
                                    time="0:30:00"))
     opts = sbatch_options(script)
     assert (opts["--nodes"], opts["--ntasks-per-node"], opts["--gpus-per-node"]) == ("2", "2", "v100:2")
-    assert opts["--time"] == "30" and opts["--cpus-per-task"] == "8" and opts["--mem"] == "1500M"
+    # Each task gets one GPU's share of a node: 16 CPUs / 8 GPUs, 6000M / 8 GPUs.
+    assert opts["--time"] == "30" and opts["--cpus-per-task"] == "2" and opts["--mem"] == "1500M"
+
+
+@pytest.mark.parametrize("kind", ["lora", "pretrain"])
+def test_tiny_configs_run_on_the_dev_profile_as_shipped(capsys, kind, tmp_path):
+    """No shape flags: the dev partition's default shape (1 node × 2 GPUs) fits the tiny configs'
+    batch (LoRA's 4 = micro batch 2 × 2 ranks), where all 8 GPUs of a node would not."""
+    rc, out, err = run_cli(capsys, kind, "--config", ROOT / f"configs/tiny/{kind}.yaml", "--dry-run",
+                           "--log-folder", tmp_path / "logs")
+    assert rc == 0, err
+    (script,) = scripts(out)
+    opts = sbatch_options(script)
+    assert (opts["--nodes"], opts["--ntasks-per-node"], opts["--gpus-per-node"]) == ("1", "2", "v100:2")
+    assert (opts["--cpus-per-task"], opts["--mem"]) == ("2", "1500M")
+    # The whole dev node is still there when asked for, and then LoRA's batch does not split.
+    rc, _, err = run_cli(capsys, kind, "--config", ROOT / f"configs/tiny/{kind}.yaml", "--dry-run",
+                         "--gpus-per-node", "8")
+    assert (rc, "not a multiple of micro_batch_size × ranks = 2 × 8" in err) == ((2, True) if kind == "lora" else (0, False))
 
 
 def test_profile_account_qos_and_cpu_partition_reach_sbatch(job_yaml, corpus_job, tmp_path):
@@ -147,28 +174,22 @@ def test_profile_account_qos_and_cpu_partition_reach_sbatch(job_yaml, corpus_job
     assert "/opt/site/venv/bin/python -u -m submitit.core._submit" in shards
 
 
-def test_dry_run_corpus_is_an_array_and_a_dependent_merge(corpus_job):
+def test_dry_run_corpus_is_an_array_and_a_dependent_mix(corpus_job):
     shards, merge = scripts(hs.dry_run("corpus", corpus_job, "dev"))
     s, m = sbatch_options(shards), sbatch_options(merge)
-    assert s["--array"] == "0-5%6"  # one task per input file by default
+    assert s["--array"] == "0-5%6"  # the build stage: one task per shard
     assert s["--cpus-per-task"] == "1" and "--gpus-per-node" not in s
     assert "%A_%a_0_log.out" in s["--output"]
     assert m["--dependency"].startswith("afterok:") and m["--kill-on-invalid-dep"] == "yes"
-    assert "--array" not in m and m["--job-name"] == "cama-corpus-merge"
+    assert "--array" not in m and m["--job-name"] == "cama-corpus"
     assert s["--time"] == "60"  # the kind's 4 h default, capped by the dev partition's hour
 
 
-def test_default_shards_are_capped(tmp_path, tokenizer_path):
-    inputs = tmp_path / "many"
-    inputs.mkdir()
-    for i in range(MAX_DEFAULT_SHARDS + 6):
-        (inputs / f"{i:03d}.jsonl").write_text('{"text": "x"}\n')
-    path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump({"input": [str(inputs)], "output": str(tmp_path / "o"),
-                                    "tokenizer": str(tokenizer_path)}))
-    p = hs.plan("corpus", path, "dev")
-    assert p.steps[0].array == MAX_DEFAULT_SHARDS
-    assert hs.plan("corpus", path, "dev", hs.Request(shards=3)).steps[0].array == 3
+def test_shards_request_sets_the_tasks_of_every_source(tmp_path, corpus_job):
+    assert hs.plan("corpus", corpus_job, "dev").steps[0].array == 6
+    assert hs.plan("corpus", corpus_job, "dev", hs.Request(shards=3)).steps[0].array == 3
+    with pytest.raises(hs.ConfigError, match="build step would be 2000 array tasks"):
+        hs.plan("corpus", corpus_job, "dev", hs.Request(shards=2000))
 
 
 def test_names_and_paths_with_spaces_and_quotes_are_quoted(job_yaml, tmp_path):
@@ -214,12 +235,14 @@ def test_missing_and_invalid_job_configs_are_named(capsys, job_yaml, corpus_job,
     cfg = yaml.safe_load(corpus_job.read_text())
     rc, _, err = run_cli(capsys, "corpus", "--config", job_yaml({**cfg, "seq_len": 10}), *logs)
     assert rc == 2 and "unknown key 'seq_len'" in err and "job.yaml" in err
-    rc, _, err = run_cli(capsys, "corpus", "--config", job_yaml({**cfg, "input": [str(tmp_path / "none")]}), *logs)
-    assert rc == 2 and "key 'input': input not found" in err
+    missing = {**cfg, "sources": [{**cfg["sources"][0], "paths": [str(tmp_path / "none")]}]}
+    rc, _, err = run_cli(capsys, "corpus", "--config", job_yaml(missing), *logs)
+    assert rc == 2 and "sources[0] (corpus)" in err and "none" in err
     rc, _, err = run_cli(capsys, "corpus", "--config", job_yaml({**cfg, "tokenizer": str(tmp_path / "t.model")}), *logs)
     assert rc == 2 and "key 'tokenizer': file not found" in err
-    rc, _, err = run_cli(capsys, "corpus", "--config", job_yaml({**cfg, "shard": 0, "num_shards": 2}), *logs)
-    assert rc == 2 and "key 'shard': hpc.submit sets it" in err
+    rc, _, err = run_cli(capsys, "corpus", "--config", job_yaml({"input": ["x.jsonl"], "output": "o", "tokenizer": "t"}),
+                         *logs)
+    assert rc == 2 and "key 'input': a JSON-lines build is now a source" in err
     rc, _, err = run_cli(capsys, "corpus", "--config", job_yaml({**cfg, "workers": 17}), *logs)
     assert rc == 2 and "17 CPUs per task, but partition 'debug' has 16" in err
     rc, _, err = run_cli(capsys, "corpus", "--config", corpus_job, "--nodes", "2", *logs)
@@ -245,7 +268,7 @@ def test_every_kind_has_a_resolvable_shape():
         assert ":" in kind.entry and (kind.config is None or ":" in kind.config)
         if not kind.gpus:
             assert kind.nodes == 1
-    assert set(jobs.public_kinds()) == {"corpus", "sources", "pretrain", "lora", "recover", "pipeline"}
+    assert set(jobs.public_kinds()) == {"corpus", "pretrain", "lora", "recover", "pipeline"}
     for kind in jobs.KINDS.values():  # every name in the table resolves
         for ref in (kind.entry, kind.config, kind.planner, kind.loader, kind.view):
             if ref is not None:
@@ -262,9 +285,9 @@ def test_set_overrides_and_print_config(capsys, job_yaml, corpus_job, sources_jo
     assert rc == 2 and "hpc.submit: error: --set sleep=2: unknown key 'sleep' (did you mean 'sleep_s'?" in err
     rc, out, err = run_cli(capsys, "corpus", "--config", corpus_job, "--set", "seq_length=64", "--print-config")
     assert rc == 0 and "seq_length: 64  # default: 1024" in out, err
-    # A raw-source config given to `corpus` is refused by name, with the kind it belongs to.
-    rc, _, err = run_cli(capsys, "corpus", "--config", sources_job("x.yaml"), "--dry-run")
-    assert rc == 2 and "unknown key" in err and "is a config of job kind 'sources'" in err
+    # The old kind of the raw-source build names the one it is now.
+    rc, _, err = run_cli(capsys, "sources", "--config", sources_job("x.yaml"), "--dry-run")
+    assert rc == 2 and "job kind 'sources' is now 'corpus'" in err
 
 
 def test_no_abbreviated_options(capsys, job_yaml):
@@ -282,9 +305,8 @@ def test_without_sbatch_corpus_runs_locally_and_matches_a_single_build(capsys, c
     rc, out, err = run_cli(capsys, "corpus", "--config", corpus_job, "--shards", "3", "--log-folder", tmp_path / "l")
     assert rc == 0, err
     assert "no sbatch/srun on PATH: running corpus here" in err
-    assert "from 3 shards" in out
-    merged = yaml.safe_load(corpus_job.read_text())["output"]
-    assert same_bytes(merged, single_build(corpus_job, tmp_path / "single" / "corpus"))
+    assert "samples from corpus" in out
+    assert same_bytes(built_prefix(corpus_job), single_build(corpus_job, tmp_path / "single"))
     assert not registry_path(tmp_path / "l").exists()  # nothing went to Slurm
 
 
@@ -308,42 +330,37 @@ def _shape(p: hs.Plan) -> list[tuple]:
     return [(s.label, s.array, s.after, s.fn.__name__, s.resources.cpus_per_task) for s in p.steps]
 
 
-def test_pipeline_plans_prepare_bands_dedup_sources_mix(sources_job):
-    # One shard per source, one band task: a task per source does it all, then the mix.
-    assert _shape(hs.plan("sources", sources_job("a.yaml", workers=2), "dev")) == [
-        ("sources", 8, None, "pipeline_source", 2), ("mix", None, 0, "pipeline_finish", 2)]
+def test_raw_source_plan_is_one_array_job_per_stage(sources_job):
+    # Every stage of the plan an array job after the previous one; hpc knows only "task T of stage S".
+    assert _shape(hs.plan("corpus", sources_job("a.yaml", workers=2), "dev")) == [
+        ("prepare", 8, None, "corpus_task", 1), ("bands", 8, 0, "corpus_task", 1), ("dedup", 8, 1, "corpus_task", 2),
+        ("build", 8, 2, "corpus_task", 2), ("mix", None, 3, "corpus_task", 1)]
     sharded = sources_job("b.yaml", workers=2, shards_per_source=3, band_tasks=4)
-    assert _shape(hs.plan("sources", sharded, "dev")) == [
-        ("prepare", 24, None, "pipeline_prepare", 1), ("bands", 32, 0, "pipeline_bands", 1),
-        ("sources", 8, 1, "pipeline_source", 2), ("mix", None, 2, "pipeline_finish", 2)]
-    p = hs.plan("sources", sources_job("c.yaml", dedup={"scope": "global"}, band_tasks=2), "dev", hs.Request(shards=2))
-    assert _shape(p) == [
-        ("prepare", 16, None, "pipeline_prepare", 1), ("bands", 2, 0, "pipeline_bands", 1),
-        ("dedup", None, 1, "pipeline_dedup", 1), ("sources", 8, 2, "pipeline_source", 1),
-        ("mix", None, 3, "pipeline_finish", 1)]
-    assert p.steps[0].calls[3][1:] == (1, 1)   # (source, shard): the second source's second shard
+    assert [s[:2] for s in _shape(hs.plan("corpus", sharded, "dev"))] == [
+        ("prepare", 24), ("bands", 32), ("dedup", 8), ("build", 8), ("mix", None)]
+    p = hs.plan("corpus", sources_job("c.yaml", dedup={"scope": "global"}, band_tasks=2), "dev", hs.Request(shards=2))
+    assert [s[:2] for s in _shape(p)] == [("prepare", 16), ("bands", 2), ("dedup", None), ("build", 8), ("mix", None)]
+    assert p.steps[0].calls[3][1:] == ("prepare", 3)
     assert {c[0].shards_per_source for c in p.steps[0].calls} == {2}
     global_job = sources_job("d.yaml", dedup={"scope": "global"}, band_tasks=2)
-    prepare, bands, dedup, sources, mix = scripts(hs.dry_run("sources", global_job, "dev"))
-    assert sbatch_options(prepare)["--array"] == "0-7%8" and sbatch_options(prepare)["--job-name"] == "cama-sources-prepare"
-    for later in (bands, dedup, sources, mix):
+    prepare, bands, dedup, build, mix = scripts(hs.dry_run("corpus", global_job, "dev"))
+    assert sbatch_options(prepare)["--array"] == "0-7%8" and sbatch_options(prepare)["--job-name"] == "cama-corpus-prepare"
+    for later in (bands, dedup, build, mix):
         assert sbatch_options(later)["--dependency"].startswith("afterok:")
         assert sbatch_options(later)["--kill-on-invalid-dep"] == "yes"
     too_many = sources_job("e.yaml", shards_per_source=200)
     with pytest.raises(hs.ConfigError, match="prepare step would be 1600 array tasks"):
-        hs.plan("sources", too_many, "dev")
+        hs.plan("corpus", too_many, "dev")
 
 
 def test_pipeline_local_run_of_every_step_matches_one_process(capsys, sources_job, tmp_path, monkeypatch):
-    from corpus.pipeline import load_pipeline_config, run_pipeline
-
-    one = load_pipeline_config(sources_job("one.yaml"))
-    run_pipeline(one)
+    one = load_corpus_config(sources_job("one.yaml"))
+    run_plan(one)
     job = sources_job("many.yaml", shards_per_source=2, shard_records=1, band_tasks=3, dedup={"scope": "global"})
     monkeypatch.setenv("PATH", str(tmp_path / "no-slurm-here"))
-    rc, out, err = run_cli(capsys, "sources", "--config", job, "--log-folder", tmp_path / "l")
+    rc, out, err = run_cli(capsys, "corpus", "--config", job, "--log-folder", tmp_path / "l")
     assert rc == 0, err
-    assert "sources prepare: done; 16 array tasks" in out and "sources dedup: done" in out and "sources mix:" in out
+    assert "corpus prepare: done; 16 array tasks" in out and "corpus dedup: done" in out and "corpus mix:" in out
     many = Path(yaml.safe_load(job.read_text())["output_dir"])
     for name in ("baike", "web", "github"):
         for ext in (".bin", ".idx"):
@@ -359,6 +376,30 @@ def test_local_failure_is_an_error_not_a_success(job_yaml):
         hs.submit("probe", job_yaml({"fail": True, "message": "local boom"}), "dev", local=True)
     ok = hs.submit("probe", job_yaml({"message": "fine"}), "dev", local=True)
     assert ok.wait()[0][0]["message"] == "fine"
+
+
+# ---------------------------------------------------------------------------------------------
+# A controller that does not answer (tests/slurm_down.py: a real slurm.conf, nothing listening)
+
+
+def test_submit_with_the_controller_down_names_it_and_submits_nothing(slurm_down, capsys, job_yaml, tmp_path):
+    logs = tmp_path / "logs"
+    rc, out, err = run_cli(capsys, "probe", "--config", job_yaml({"message": "x"}), "--log-folder", logs)
+    assert rc == 2 and out == ""
+    assert f"sinfo could not reach slurmctld at {slurm_down.ctld}" in err and "(3 tries over" in err
+    assert "--local" in err and not registry_path(logs).exists()
+
+
+def test_sbatch_retries_a_controller_it_cannot_connect_to_and_says_how_often(slurm_down, job_yaml, tmp_path,
+                                                                              monkeypatch):
+    monkeypatch.setenv("CAMA_SLURM_TRIES", "4")
+    script = tmp_path / "job.sh"
+    script.write_text("#!/bin/bash\ntrue\n")
+    with pytest.raises(hs.SubmitError) as err:
+        hs._sbatch(script)
+    # A connect failure proves the request never arrived: sending it again cannot make a second job.
+    assert f"sbatch could not reach slurmctld at {slurm_down.ctld}" in str(err.value)
+    assert "Unable to contact slurm controller (connect failure) (4 tries over" in str(err.value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -413,10 +454,9 @@ def test_corpus_array_and_dependent_merge_match_a_single_build(slurm_cluster, co
                         "--log-folder", str(logs), "--follow"], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr + r.stdout
     shards, merge = read_registry(logs)
-    assert (shards.step, shards.array, merge.step, merge.after) == ("shards", 3, "merge", shards.job_id)
-    assert f"as job {shards.job_id} (array of 3 tasks)" in r.stdout and "from 3 shards" in r.stdout
-    merged = yaml.safe_load(corpus_job.read_text())["output"]
-    assert same_bytes(merged, single_build(corpus_job, tmp_path / "single" / "corpus"))
+    assert (shards.step, shards.array, merge.step, merge.after) == ("build", 3, "mix", shards.job_id)
+    assert f"as job {shards.job_id} (array of 3 tasks)" in r.stdout and "samples from corpus" in r.stdout
+    assert same_bytes(built_prefix(corpus_job), single_build(corpus_job, tmp_path / "single"))
     assert sacct_state(merge.job_id, until=("COMPLETED",)) == "COMPLETED"
     # The merge started only once every shard had ended (afterok).
     # slurmdbd receives job records asynchronously: wait until it lists the three tasks as ended.
@@ -447,11 +487,11 @@ def test_failing_array_task_is_a_clear_error_and_cancels_the_merge(slurm_cluster
     rc, out, err = run_cli(capsys, "corpus", "--config", config, "--shards", "2", "--log-folder", logs, "--follow")
     shards, merge = read_registry(logs)
     assert rc == 1
-    assert f"job failed: corpus shards (Slurm job {shards.job_id}_0" in err
+    assert f"job failed: corpus build (Slurm job {shards.job_id}_0" in err
     assert "(2 of 2 array tasks failed): corpus.tokenizer.TokenizerError:" in err and "not a sentencepiece model" in err
     assert "Traceback" in err and f"Dependent job(s) {merge.job_id} will not run" in err
     assert sacct_state(merge.job_id, until=("CANCELLED",)) == "CANCELLED"
-    assert not Path(cfg["output"] + ".bin").exists()
+    assert not list(Path(cfg["output_dir"]).rglob("*.bin"))
 
 
 @pytest.mark.slurm

@@ -315,3 +315,50 @@ def test_sampler_drives_a_dataloader_over_a_mix(corpus):
     first = batches[0]
     assert first["input_ids"].shape[1] == int(first["attention_mask"].sum(dim=1).max())
     assert (first["labels"][first["attention_mask"] == 0] == -100).all()
+
+
+# --- the held-out split --------------------------------------------------------------------
+
+
+def _tokens(ds, i) -> tuple[int, ...]:
+    return tuple(ds[i]["input_ids"].tolist())
+
+
+def test_held_out_samples_are_seeded_whole_and_never_trained_on(tmp_path):
+    from train.data import held_out_count, split_held_out
+
+    ds = TokenDataset(_pair(tmp_path / "big", [3 + k % 5 for k in range(40)]), seq_length=8)
+    train, held = split_held_out(ds, 6, seed=7)
+    assert (len(train), len(held)) == (34, 6)
+    held_seqs = {_tokens(held, i) for i in range(len(held))}
+    train_seqs = [_tokens(train, i) for i in range(len(train))]
+    assert len(held_seqs) == 6 and not held_seqs & set(train_seqs)
+    assert sorted(held_seqs | set(train_seqs)) == sorted(_tokens(ds, i) for i in range(len(ds)))
+    # Training keeps the dataset's order without the held-out positions; lengths follow.
+    assert train_seqs == [_tokens(ds, i) for i in range(len(ds)) if i not in set(held.positions.tolist())]
+    assert train.lengths.tolist() == [len(s) for s in train_seqs]
+    # The same seed holds out the same samples (every rank, every run); another seed others.
+    again, _ = split_held_out(ds, 6, seed=7)
+    assert again.excluded.tolist() == train.excluded.tolist()
+    assert split_held_out(ds, 6, seed=8)[1].positions.tolist() != held.positions.tolist()
+    # Cheap to hand to DataLoader workers: only the excluded positions travel.
+    assert len(pickle.dumps(train)) < 3000
+    with pytest.raises(IndexError):
+        train[34]
+    assert (held_out_count(1000, 0.05), held_out_count(1000, 0.0, 16), held_out_count(1000), held_out_count(3, 0.01)) \
+        == (50, 16, 0, 1)
+    with pytest.raises(DatasetError, match="cannot hold out 40 of its 40 distinct samples"):
+        split_held_out(ds, 40, seed=7)
+
+
+def test_a_held_out_sample_of_a_mix_leaves_training_at_every_position_that_serves_it(corpus):
+    from train.data import split_held_out
+
+    ds = MixDataset(_mix(corpus, zh=12, en=6), seq_length=8)  # sources of 4 and 3: every sample served ≥ 2 times
+    train, held = split_held_out(ds, 2, seed=1)
+    held_seqs = {_tokens(held, i) for i in range(len(held))}
+    assert len(held_seqs) == 2
+    everywhere = [i for i in range(len(ds)) if _tokens(ds, i) in held_seqs]
+    assert len(everywhere) > 2  # repeated in the mix …
+    assert len(train) == len(ds) - len(everywhere)  # … and gone from training at every position
+    assert not held_seqs & {_tokens(train, i) for i in range(len(train))}

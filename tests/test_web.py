@@ -312,3 +312,28 @@ def test_page_in_headless_chromium(server, chromium, tmp_path):
         assert browser.js("document.getElementById('answer').textContent") == ""
     finally:
         browser.close()
+
+
+def test_a_malformed_request_is_one_log_line_not_a_traceback(server, capsys):
+    """Each answered 400 (or dropped by its client) and logged as one line; the server keeps serving."""
+    import socket
+
+    def send(raw: bytes, hang_up: bool = False) -> bytes:
+        with socket.create_connection(server.server_address[:2], timeout=30) as sock:
+            sock.sendall(raw)
+            answer = b"" if hang_up else sock.recv(64)
+        time.sleep(0.3)  # the handler thread writes its line
+        return answer
+
+    nested = b"[" * 100_000  # Python's JSON decoder recurses: a RecursionError unless caught
+    capsys.readouterr()
+    assert send(b"POST /api/generate HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % len(nested) + nested) \
+        .startswith(b"HTTP/1.0 400")
+    send(b"POST /api/generate HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc", hang_up=True)  # body cut short
+    assert send(b"\x16\x03\x01 not http\r\n\r\n")  # http.server's error page (no status line: not HTTP)
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert "Traceback" not in err and len(lines) == 3, err
+    assert all('400' in line for line in lines), err
+    assert "(code 400, message Bad request" in lines[2]
+    assert request(server, "GET", "/api/info")[0].status == 200

@@ -26,15 +26,19 @@ TINY_MODEL = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2
 
 
 def build_corpus(tmp: Path, tokenizer: Path, seq_length: int = 128) -> Path:
-    """The bundled sample documents as a .bin/.idx pair with short samples (many of them)."""
-    cfg = {"input": [str(ROOT / "examples/data/corpus")], "output": str(tmp / "corpus"), "tokenizer": str(tokenizer),
-           "seq_length": seq_length, "min_tokens": 8, "workers": 1, "progress": False}
+    """The bundled sample documents as a .bin/.idx pair with short samples (many of them): one
+    JSON-lines source of the corpus config, no dedup; returns the pair's prefix."""
+    cfg = {"output_dir": str(tmp / "corpus"), "tokenizer": str(tokenizer), "dedup": None, "seq_length": seq_length,
+           "min_tokens": 8, "workers": 1,
+           "sources": [{"name": "corpus", "layout": "jsonl", "lang": "zh", "paths": [str(ROOT / "examples/data/corpus")]}]}
     path = tmp / "corpus.yaml"
     path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
     run = subprocess.run([sys.executable, "-m", "corpus", "build", "--config", str(path)], cwd=ROOT,
                          capture_output=True, text=True, env=env())
     assert run.returncode == 0, run.stderr
-    return tmp / "corpus"
+    prefix = tmp / "corpus" / "corpus" / "corpus_text_document"
+    assert prefix.with_suffix(".idx").is_file(), run.stdout + run.stderr
+    return prefix
 
 
 def pretrain_config(tmp: Path, data: Path, tokenizer: Path, out: Path, **over: Any) -> Path:
@@ -42,7 +46,7 @@ def pretrain_config(tmp: Path, data: Path, tokenizer: Path, out: Path, **over: A
            "seq_length": 128, "cpu": True, "deepspeed": "zero3", "micro_batch_size": 2,
            "gradient_accumulation_steps": 2, "learning_rate": 2e-3, "warmup_steps": 2, "max_steps": 8,
            "save_steps": 4, "logging_steps": 1, "gradient_checkpointing": False, "dataloader_workers": 0,
-           "report_to": [], "seed": 7, **over}
+           "report_to": [], "seed": 7, "eval_samples": 8, "eval_steps": 4, **over}
     path = tmp / f"{out.name}.yaml"
     path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
     return path

@@ -18,7 +18,9 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from common.cli import Parser, run
 from common.jsonl import write_jsonl
@@ -40,8 +42,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
                    help="auto: bf16/fp16 on GPU, fp32 on CPU")
     p.add_argument("--ignore-base-name", action="store_true",
-                   help="load an adapter whose recorded base_model_name_or_path names another folder "
-                        "(shapes are still checked)")
+                   help="load an adapter recorded for another base (another fingerprint in its base_model.json, "
+                        "or for older adapters another base_model_name_or_path); shapes are still checked")
     p.add_argument("--template", default="alpaca", help="prompt template name or JSON file (default alpaca)")
     p.add_argument("--mode", default="auto", choices=MODES,
                    help="interactive/web prompts: instruction (template) or continuation; auto: instruction "
@@ -63,22 +65,35 @@ def decoding_from_args(args: argparse.Namespace) -> Decoding:
                     do_sample=args.sample)
 
 
+def say(text: str) -> None:
+    """A progress line on stderr (plain: the log may be a file)."""
+    print(text, file=sys.stderr, flush=True)
+
+
 def generator_from_args(args: argparse.Namespace) -> Generator:
     from train.prompts import load_template
 
     template = load_template(args.template)
+    if not sys.stderr.isatty():  # transformers' loading bars would fill a log file with carriage returns
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    started = time.perf_counter()
+    say(f"loading model {args.base}" + (f" with adapter {args.lora}" if args.lora else "") + " …")
     model, tokenizer = load_model(args.base, args.lora, args.load_8bit, args.device, args.dtype, args.ignore_base_name)
+    say(f"model loaded in {time.perf_counter() - started:.1f} s on {next(model.parameters()).device}")
     mode = args.mode if args.mode != "auto" else ("instruction" if args.lora else "continuation")
     return Generator(model, tokenizer, template, mode)
 
 
-def run_ie_cases(generator: Generator, cases: Sequence[IECase], decoding: Decoding, batch_size: int = 8) -> Report:
+def run_ie_cases(generator: Generator, cases: Sequence[IECase], decoding: Decoding, batch_size: int = 8,
+                 progress: bool = False, log: Callable[[str], None] | None = None) -> Report:
     """Generate each IE case's answer (the alpaca template around the case's instruction and text)
-    and score it."""
+    and score it (``progress``, ``log``: as :func:`train.generate.run_cases`)."""
     templates = {lang: load_ie_templates(lang) for lang in {c.lang for c in cases}}
     gen_cases = [Case(c.where, {"id": c.id, "instruction": instruction(c, templates[c.lang]), "input": c.text},
                       "instruction") for c in cases]
-    results = run_cases(generator, gen_cases, decoding, batch_size)
+    results = run_cases(generator, gen_cases, decoding, batch_size, progress, log)
     outputs = {r["id"]: r["output"] for r in results}
     extra = {r["id"]: {"finish": r["finish"], "new_tokens": r["new_tokens"]} for r in results}
     return score_outputs(cases, outputs, extra)
@@ -98,6 +113,12 @@ def generate_parser() -> Parser:
     return p
 
 
+def _progress() -> dict[str, Any]:
+    """A bar on a terminal; plain lines where stderr is a file (a Slurm log), which a bar would fill with
+    carriage returns and only show at the end."""
+    return {"progress": True} if sys.stderr.isatty() else {"log": say}
+
+
 def _generate(args: argparse.Namespace) -> int:
     decoding = decoding_from_args(args)
     if args.batch_size < 1:
@@ -107,7 +128,7 @@ def _generate(args: argparse.Namespace) -> int:
         for line in bad:
             print(f"skipped {line}", file=sys.stderr)
         generator = generator_from_args(args)
-        results = run_cases(generator, cases, decoding, args.batch_size, progress=sys.stderr.isatty())
+        results = run_cases(generator, cases, decoding, args.batch_size, **_progress())
         write_jsonl(results, args.out)
         counts = {f: sum(r["finish"] == f for r in results) for f in FINISH}
         print(f"{len(results)} cases → {args.out} (eos {counts['eos']}, length {counts['length']}); "
@@ -118,7 +139,7 @@ def _generate(args: argparse.Namespace) -> int:
         for line in bad:
             print(f"skipped {line}", file=sys.stderr)
         generator = generator_from_args(args)
-        report = run_ie_cases(generator, ie_cases, decoding, args.batch_size)
+        report = run_ie_cases(generator, ie_cases, decoding, args.batch_size, **_progress())
         print(format_table(report.scores))
         if args.out:
             write_jsonl(report.records, args.out)

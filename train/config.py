@@ -107,6 +107,7 @@ class RunConfig:
     keep_checkpoints: int = 2
     resume: str = "auto"         # auto: the latest complete checkpoint; never; or a checkpoint folder
     logging_steps: int = 10
+    eval_steps: int | None = None  # steps between evaluations of the held-out data; default save_steps
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
     seed: int = 42
     cpu: bool = False            # train on CPU (tests, the demo): gloo between processes
@@ -122,6 +123,8 @@ class RunConfig:
         for name in ("micro_batch_size", "gradient_accumulation_steps", "save_steps", "logging_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        if self.eval_steps is not None and self.eval_steps < 1:
+            raise ConfigError(f"eval_steps must be ≥ 1, got {self.eval_steps}")
         if self.resume not in ("auto", "never") and not Path(self.resume).is_dir():
             raise ConfigError(f"resume: {self.resume!r} is neither auto, never nor a checkpoint folder")
         if self.cpu and self.offload != "none":

@@ -6,6 +6,8 @@
   ``dataset_index[i]``. :func:`open_dataset` picks the right one from the files present and, with
   ``validate``, checks every pair (and every token id against the model's vocabulary) before any
   training step, so a broken or mismatched corpus fails in seconds rather than hours in.
+- :func:`split_held_out` sets a seeded selection of whole samples aside for evaluation (``eval_samples``
+  / ``eval_fraction`` of a pretraining job), excluded from training at every position that serves them.
 - :class:`Collator` pads a batch to its longest sequence (right padding) and masks padding out of
   the labels.
 - :class:`ResumableSampler` gives a seeded, per-epoch order of *global* indices that can resume
@@ -39,8 +41,12 @@ __all__ = [
     "DatasetError",
     "MixDataset",
     "ResumableSampler",
+    "Subset",
     "TokenDataset",
+    "Without",
+    "held_out_count",
     "open_dataset",
+    "split_held_out",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -249,6 +255,94 @@ def open_dataset(
         for pair in pairs:
             _validate(pair.prefix, vocab_size)
     return dataset
+
+
+# --------------------------------------------------------------------------------------------
+# A held-out split
+
+EVAL_STREAM = 0xE7A1  # the seeded selection of held-out samples draws from its own random stream
+
+
+class Subset(Dataset):
+    """Positions ``positions`` of ``dataset`` (the held-out samples: a few thousand at most)."""
+
+    def __init__(self, dataset: Any, positions: np.ndarray) -> None:
+        self.dataset = dataset
+        self.positions = np.asarray(positions, dtype=np.int64)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.asarray(self.dataset.lengths)[self.positions]
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return self.dataset[int(self.positions[i])]
+
+
+class Without(Dataset):
+    """``dataset`` without the sorted positions ``excluded``, the others in their order.
+
+    Only the (few) excluded positions are stored — not an index of the millions kept, which every
+    DataLoader worker would receive a copy of: position ``i`` maps to ``i + k``, ``k`` being how many
+    excluded positions come before it (a binary search over ``excluded[j] - j``)."""
+
+    def __init__(self, dataset: Any, excluded: np.ndarray) -> None:
+        self.dataset = dataset
+        self.excluded = np.unique(np.asarray(excluded, dtype=np.int64))
+        self._before = self.excluded - np.arange(len(self.excluded), dtype=np.int64)
+
+    def position(self, i: int) -> int:
+        if not 0 <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} samples")
+        return i + int(np.searchsorted(self._before, i, side="right"))
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.delete(np.asarray(self.dataset.lengths), self.excluded)
+
+    def __len__(self) -> int:
+        return len(self.dataset) - len(self.excluded)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return self.dataset[self.position(i)]
+
+
+def sample_keys(dataset: TokenDataset | MixDataset) -> np.ndarray:
+    """One integer per position naming the sample it serves: a mix may serve a sample more than once
+    (an upsampled source), and a held-out sample must leave training at every one of its positions."""
+    if isinstance(dataset, MixDataset):
+        width = max(len(s) for s in dataset.sources)
+        return np.asarray(dataset.dataset_index, dtype=np.int64) * width + np.asarray(dataset.dataset_sample_index,
+                                                                                    dtype=np.int64)
+    return np.arange(len(dataset), dtype=np.int64)
+
+
+def held_out_count(size: int, fraction: float = 0.0, samples: int = 0) -> int:
+    """How many samples ``eval_samples`` / ``eval_fraction`` hold out of ``size`` (0: none)."""
+    if samples:
+        return samples
+    if fraction:
+        return max(1, int(round(fraction * size)))
+    return 0
+
+
+def split_held_out(dataset: TokenDataset | MixDataset, count: int, seed: int) -> tuple[Without, Subset]:
+    """``(train, held_out)``: ``count`` distinct samples chosen by ``seed`` (the same ones on every rank
+    and every run of the same data), and the dataset without any position that serves one of them."""
+    keys = sample_keys(dataset)
+    distinct, first = np.unique(keys, return_index=True)
+    if not 0 < count < len(distinct):
+        raise DatasetError(f"{dataset.prefix}: cannot hold out {count} of its {len(distinct)} distinct samples "
+                           f"for evaluation (eval_samples / eval_fraction must leave some to train on)")
+    chosen = np.random.default_rng([seed, EVAL_STREAM]).choice(len(distinct), size=count, replace=False)
+    held = np.sort(first[chosen])
+    if len(distinct) == len(keys):  # every sample at one position (a .bin/.idx pair, a mix without repeats)
+        excluded = held
+    else:
+        excluded = np.flatnonzero(np.isin(keys, distinct[chosen]))
+    return Without(dataset, excluded), Subset(dataset, held)
 
 
 def _validate(prefix: str, vocab_size: int | None) -> None:

@@ -9,7 +9,8 @@ file (train/templates/alpaca.json by default).
 Runs on one GPU, one node's GPUs or several nodes through the same launcher as pretraining, with
 DeepSpeed ZeRO-3 by default (``deepspeed: null`` for plain data parallel, which 8-/4-bit loading
 needs). The adapter is written as peft's ``adapter_config.json`` + ``adapter_model.safetensors`` to
-``export_dir`` (default ``OUTPUT_DIR/adapter``), together with a probe batch and the trained model's
+``export_dir`` (default ``OUTPUT_DIR/adapter``) with ``base_model.json``, the base's fingerprint
+(:mod:`train.base_identity`), and a probe batch and the trained model's
 logits on it (``probe.safetensors``): :func:`verify_adapter` loads the base, applies the saved adapter
 and checks it reproduces them — the guard against ZeRO-3's known failure of saving empty adapters.
 """
@@ -115,12 +116,27 @@ def build_model(cfg: LoraConfig, dtype: Any) -> Any:
     return peft.get_peft_model(base, lora)
 
 
+def check_base_folder(base: str) -> None:
+    """The base must be a Hugging Face checkpoint folder; said before its tokenizer is looked for (which
+    would otherwise be the first thing to fail, as "tokenizer not found")."""
+    path = Path(base)
+    if not path.exists():
+        raise TrainError(f"base: the base model folder {base} does not exist (train or restore the base model "
+                         f"first, or fix 'base')")
+    if not path.is_dir():
+        raise TrainError(f"base: {base} is a file, not a Hugging Face checkpoint folder")
+    if not (path / "config.json").is_file():
+        raise TrainError(f"base: {base} has no config.json: not a Hugging Face checkpoint folder "
+                         f"(an unfinished export, or the run folder instead of its final/ model?)")
+
+
 def main(cfg: LoraConfig) -> dict[str, Any]:
     """Tune LoRA adapters as ``cfg`` says; every rank calls this."""
     from train.fingerprint import check_base_tokenizer
 
     # Before torch is imported: the base was trained on text its own tokenizer split.
     check_base_tokenizer(cfg.tokenizer, cfg.base)
+    check_base_folder(cfg.base)
     quiet_known_warnings(cfg.cpu)
     from train.runtime import StopOnSignal
 
@@ -173,7 +189,8 @@ def _run(cfg: LoraConfig, stopper: Any) -> dict[str, Any]:
     collator = Collator(pad_id=tokenizer.pad_token_id)
     if val_set is not None:
         args.eval_strategy = "steps"
-        args.eval_steps = cfg.save_steps
+        args.eval_steps = cfg.eval_steps or cfg.save_steps
+        args.prediction_loss_only = True  # the loss is what is logged: no vocabulary-wide logits gathered
     trainer = runtime.SuiteTrainer(
         model=model, args=args, train_dataset=train_set, eval_dataset=val_set, data_collator=collator,
         callbacks=[stopper, saver], sampler=sampler,
@@ -212,6 +229,7 @@ def export(trainer: Any, tokenizer: Any, cfg: LoraConfig, probe: dict[str, Any])
     """The adapter (peft layout, safetensors) + tokenizer + probe logits, complete or absent."""
     from safetensors.torch import save_file
 
+    from train.base_identity import write_record
     from train.runtime import export_model
     from train.tokenizer import save_tokenizer
 
@@ -227,6 +245,7 @@ def export(trainer: Any, tokenizer: Any, cfg: LoraConfig, probe: dict[str, Any])
         config = read_json_object(tmp / "adapter_config.json", TrainError, "adapter config")
         config["base_model_name_or_path"] = str(Path(cfg.base).resolve())
         write_json(tmp / "adapter_config.json", config, sort_keys=True)
+        write_record(tmp, cfg.base)  # the base by its fingerprint: the adapter still finds it after a move
 
     return export_model(trainer, Path(cfg.export_dir or Path(cfg.output_dir) / "adapter"), finish)
 

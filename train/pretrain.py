@@ -10,7 +10,9 @@ The data is a .bin/.idx pair or a blended mix written by ``python -m corpus``; i
 against the model's vocabulary before the first step, as are the tokenizer (the very file the corpus
 was tokenized with, by its sha256) and the sequence length. ``model_config`` is typed
 (:class:`train.config.ModelConfig`): a misspelt key fails with its name before anything is imported.
-Every rank runs this same entry point (under Slurm through ``hpc.dist``; locally through torchrun or
+With ``eval_samples`` (or ``eval_fraction``) whole samples chosen by the seed are held out of the data
+(:func:`train.data.split_held_out`: never trained on, at any position of a mix) and their loss is
+logged as ``eval_loss`` every ``eval_steps`` and after the last step. Every rank runs this same entry point (under Slurm through ``hpc.dist``; locally through torchrun or
 as a single process). The final model is exported as a plain Hugging Face checkpoint (safetensors +
 tokenizer) that ``from_pretrained`` loads: ``export_dir`` (default ``OUTPUT_DIR/final``).
 """
@@ -36,6 +38,9 @@ class PretrainConfig(RunConfig):
     group_by_length: bool = False
     attn_implementation: str = "sdpa"
     validate_data: bool = True
+    # A held-out split for eval_loss (every eval_steps): whole samples chosen by the seed, never trained on.
+    eval_fraction: float = 0.0           # this share of the samples …
+    eval_samples: int = 0                # … or this many
     export_dir: str | None = None        # default OUTPUT_DIR/final
 
     def __post_init__(self) -> None:
@@ -48,6 +53,16 @@ class PretrainConfig(RunConfig):
             raise ConfigError("'tokenizer' is required when the model starts from model_config")
         if self.seq_length < 2:
             raise ConfigError(f"seq_length must be ≥ 2, got {self.seq_length}")
+        if not 0 <= self.eval_fraction < 0.5:
+            raise ConfigError(f"eval_fraction must be in [0, 0.5), got {self.eval_fraction}")
+        if self.eval_samples < 0:
+            raise ConfigError(f"eval_samples must be ≥ 0, got {self.eval_samples}")
+        if self.eval_fraction and self.eval_samples:
+            raise ConfigError("give one of eval_fraction and eval_samples, not both")
+
+    @property
+    def evaluates(self) -> bool:
+        return bool(self.eval_fraction or self.eval_samples)
 
 
 def model_config(cfg: Any, vocab_size: int) -> Any:
@@ -81,6 +96,25 @@ def check_lengths(cfg: Any, config: Any, dataset: Any) -> None:
         raise TrainError(f"{cfg.data}: a sample of {longest} tokens is longer than the model's {positions} positions")
 
 
+def held_out(cfg: PretrainConfig, dataset: Any, args: Any) -> tuple[Any, Any]:
+    """``(train, eval)`` datasets: the held-out split when the job asks for one, else ``(dataset, None)``."""
+    from train.data import held_out_count, split_held_out
+
+    count = held_out_count(len(dataset), cfg.eval_fraction, cfg.eval_samples)
+    if not count:
+        return dataset, None
+    per_batch = args.per_device_eval_batch_size * args.world_size
+    if count < per_batch:  # batches are whole (drop_last): fewer samples would evaluate nothing
+        raise TrainError(f"eval: {count} held-out sample(s), fewer than one evaluation batch of micro_batch_size × "
+                         f"processes = {per_batch}; raise eval_samples / eval_fraction")
+    train_set, eval_set = split_held_out(dataset, count, cfg.seed)
+    if args.process_index == 0:
+        print(f"[train.pretrain] {len(eval_set)} sample(s) held out for eval_loss every {args.eval_steps} steps "
+              f"({len(eval_set) // per_batch * per_batch} evaluated); {len(train_set)} position(s) to train on",
+              flush=True)
+    return train_set, eval_set
+
+
 def main(cfg: PretrainConfig) -> dict[str, Any]:
     """Pretrain (or continue pretraining) as ``cfg`` says; every rank calls this."""
     from train.fingerprint import check_data_tokenizer
@@ -105,11 +139,15 @@ def _run(cfg: PretrainConfig, stopper: Any) -> dict[str, Any]:
 
     tokenizer = load_tokenizer(cfg.tokenizer if cfg.tokenizer else cfg.model)
     runtime.init_distributed(cfg)
-    args = runtime.training_arguments(cfg)  # before the model: ZeRO-3 partitions it as it is built
+    evaluation = ({"eval_strategy": "steps", "eval_steps": cfg.eval_steps or cfg.save_steps,
+                   "per_device_eval_batch_size": cfg.micro_batch_size, "prediction_loss_only": True}
+                  if cfg.evaluates else {})
+    args = runtime.training_arguments(cfg, **evaluation)  # before the model: ZeRO-3 partitions it as it is built
     config = model_config(cfg, len(tokenizer))
     check_vocab(tokenizer, config.vocab_size, f"model {cfg.model or 'model_config'}")
     dataset = open_dataset(cfg.data, cfg.seq_length, vocab_size=config.vocab_size, validate=cfg.validate_data)
     check_lengths(cfg, config, dataset)
+    train_set, eval_set = held_out(cfg, dataset, args)
 
     transformers.set_seed(cfg.seed)
     if cfg.model is not None:
@@ -120,14 +158,16 @@ def _run(cfg: PretrainConfig, stopper: Any) -> dict[str, Any]:
     model.config.use_cache = False
 
     global_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
-    if len(dataset) < global_batch:
-        raise TrainError(f"{cfg.data}: {len(dataset)} samples, fewer than one global batch of {global_batch}")
-    sampler = ResumableSampler(len(dataset), cfg.seed, lengths=dataset.lengths if cfg.group_by_length else None,
+    if len(train_set) < global_batch:
+        raise TrainError(f"{cfg.data}: {len(train_set)} samples to train on, fewer than one global batch of "
+                         f"{global_batch}")
+    sampler = ResumableSampler(len(train_set), cfg.seed, lengths=train_set.lengths if cfg.group_by_length else None,
                                group_by_length=cfg.group_by_length)
     saver = runtime.CompleteCheckpoints(runtime.sampler_position(sampler, args), cfg.keep_checkpoints,
                                         runtime.run_fingerprint(cfg, kind="pretrain"))
     trainer = runtime.SuiteTrainer(
-        model=model, args=args, train_dataset=dataset, data_collator=Collator(pad_id=tokenizer.pad_token_id),
+        model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
+        data_collator=Collator(pad_id=tokenizer.pad_token_id),
         callbacks=[stopper, saver], sampler=sampler,
         flops_per_token=runtime.flops_per_token(config, cfg.seq_length), peak_tflops=runtime.device_peak_tflops(cfg))
     result = runtime.train(trainer, cfg, stopper, saver)

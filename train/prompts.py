@@ -32,8 +32,8 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from common.errors import UserError
-from common.jsonl import read_json_object
-from train.skipped import Skipped
+from common.jsonl import BadLine, iter_jsonl, read_json_object
+from train.skipped import Skipped, bad_line
 
 __all__ = [
     "IGNORE_INDEX",
@@ -171,6 +171,8 @@ def _array_items(text: str, path: Path) -> list[tuple[int, Any]]:
             value, pos = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
             raise InstructionDataError(f"{path}:{exc.lineno}: the JSON array is malformed ({exc.msg})") from None
+        except RecursionError:  # a few thousand '[': the decoder's recursion, not a crash
+            raise InstructionDataError(f"{path}:{line}: the JSON array is malformed (nested too deeply)") from None
         items.append((line, value))
         pos = skip(pos)
         if pos < len(text) and text[pos] == ",":
@@ -203,13 +205,11 @@ def read_instructions(path: PathLike) -> tuple[list[dict[str, str]], Skipped]:
         items = _array_items(text, path)
     else:
         items = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                items.append((n, json.loads(line)))
-            except json.JSONDecodeError:
-                skipped.add(f"{path}:{n}", "not JSON")
+        for n, obj in iter_jsonl(path, on_error="skip"):
+            if isinstance(obj, BadLine):
+                skipped.add(f"{path}:{n}", bad_line(obj)[0])
+            else:
+                items.append((n, obj))
     for n, obj in items:
         record, reason = _check_record(obj)
         if record is None:

@@ -9,7 +9,9 @@ One run, whatever the entry point:
   before the model: it switches on ``zero.Init``, so a ZeRO-3 model is partitioned as it is created.
 - :class:`SuiteTrainer` — the HF Trainer with a deterministic, seeded sampler (the data position is
   the optimizer step × the global batch, restored exactly on resume), tokens/s/GPU and MFU in every
-  log line, complete-or-absent checkpoints (:mod:`train.checkpoint`) and a cooperative stop.
+  log line — printed readably and written to ``OUTPUT_DIR/metrics.jsonl`` by :mod:`train.metrics`
+  instead of the Trainer's dict printout —, complete-or-absent checkpoints (:mod:`train.checkpoint`)
+  and a cooperative stop.
 - :func:`train` — resume from the latest complete checkpoint, train, and on SIGUSR2 save at the
   next step boundary on every rank and return ``status: "preempted"`` (whoever launched the run
   requeues it: ``slurm/lib.sh`` or ``hpc``; nothing here knows about Slurm).
@@ -19,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import datetime
-import json
 import math
 import os
 import shutil
@@ -32,13 +33,15 @@ from typing import Any
 import torch
 import transformers
 from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from common.atomic import remove_stale_temps, replace_dir, write_json
 from common.config import ConfigError
-from common.jsonl import read_json_object
+from common.jsonl import parse_json, read_json_object
 from train import checkpoint as ckpt
 from train.config import RunConfig, TrainError
 from train.data import ResumableSampler
+from train.metrics import MetricsLog
 
 DEEPSPEED_DIR = Path(__file__).resolve().parent / "deepspeed"
 
@@ -99,12 +102,14 @@ def deepspeed_config(cfg: RunConfig) -> dict[str, Any] | None:
     if not path.suffix and not path.exists():
         path = DEEPSPEED_DIR / f"{cfg.deepspeed}.json"
     try:
-        ds = json.loads(path.read_text(encoding="utf-8"))
+        ds = parse_json(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         shipped = ", ".join(sorted(p.stem for p in DEEPSPEED_DIR.glob("*.json")))
         raise ConfigError(f"deepspeed: {cfg.deepspeed!r} is neither a file nor one of {shipped}") from None
-    except json.JSONDecodeError as exc:
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError, nesting too deep, not UTF-8
         raise ConfigError(f"deepspeed: {path} is not valid JSON: {exc}") from None
+    if not isinstance(ds, dict):
+        raise ConfigError(f"deepspeed: {path}: expected a JSON object")
     zero = ds.setdefault("zero_optimization", {})
     if cfg.offload in ("optimizer", "all"):
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
@@ -125,6 +130,8 @@ def training_arguments(cfg: RunConfig, **extra: Any) -> TrainingArguments:
             raise ConfigError(f"batch_size {cfg.batch_size} is not a multiple of micro_batch_size × processes "
                               f"= {cfg.micro_batch_size} × {world_size()}")
         accumulation = cfg.batch_size // per_step
+    if not os.isatty(2):  # a Slurm log: no "Writing model shards" bars (carriage returns) at every save
+        transformers.utils.logging.disable_progress_bar()
     # One TensorBoard folder per run (across requeues), not the Trainer's runs/<date>_<host> per start.
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(Path(cfg.output_dir) / "tensorboard")
     return TrainingArguments(
@@ -308,6 +315,15 @@ class SuiteTrainer(Trainer):
         self._flops_per_token = flops_per_token
         self._peak = peak_tflops
         self._last_log: tuple[float, int] | None = None
+        # The Trainer prints each log as a dict of strings; train.metrics prints a readable line and
+        # writes metrics.jsonl instead. The progress bar (on a terminal) stays.
+        self.remove_callback(PrinterCallback)
+        if self.pop_callback(ProgressCallback) is not None:
+            self.add_callback(_BarOnly)
+        self.metrics_log = MetricsLog(self.args.output_dir)
+        self.add_callback(self.metrics_log)
+        if self.args.eval_strategy != "no":
+            self.add_callback(EvaluateAtTheEnd)
 
     def _get_train_sampler(self, train_dataset: Any = None) -> ResumableSampler:
         return self.suite_sampler
@@ -335,6 +351,22 @@ class SuiteTrainer(Trainer):
                         logs["mfu"] = round(per_gpu * self._flops_per_token / (self._peak * 1e12), 4)
             self._last_log = (now, tokens)
         super().log(logs, start_time)
+
+
+class _BarOnly(ProgressCallback):
+    """The Trainer's progress bar without its printout of every log."""
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+        return None
+
+
+class EvaluateAtTheEnd(TrainerCallback):
+    """Evaluate after the last step too, so the held-out curve ends where training does."""
+
+    def on_step_end(self, args: TrainingArguments, state: Any, control: Any, **kwargs: Any) -> Any:
+        if state.global_step >= state.max_steps:
+            control.should_evaluate = True
+        return control
 
 
 @dataclass
@@ -395,6 +427,8 @@ def train(trainer: SuiteTrainer, cfg: RunConfig, stopper: StopOnSignal, saver: C
     if start is not None:
         check_sampler_state(start, trainer.suite_sampler)
         print(f"[train] resuming from {start.path} (step {start.step})", flush=True)
+    # metrics.jsonl keeps the steps up to the checkpoint; the later ones are trained (and logged) again.
+    on_rank0(trainer.metrics_log.resume, start.step if start else 0)
     if stopper.agreed():  # the signal came during setup: the latest checkpoint stays the one to resume
         latest = ckpt.latest_complete(cfg.output_dir)
         return RunResult(status="preempted", step=start.step if start else 0,

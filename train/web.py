@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from common.cli import Parser, run
+from common.jsonl import parse_json
 from train.cli import add_model_args, decoding_from_args, generator_from_args
 from train.generate import Decoding, GenerateError, Generator, Output
 
@@ -62,8 +63,8 @@ def parse_request(body: bytes, default_mode: str, defaults: Decoding | None = No
     """A generation request (decoding keys it leaves out take ``defaults``), or RequestError naming
     the field."""
     try:
-        data = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = parse_json(body.decode("utf-8"))  # deep nesting is a ValueError too, not a RecursionError
+    except (UnicodeDecodeError, ValueError) as exc:
         raise RequestError(f"the request body is not JSON ({exc})") from None
     if not isinstance(data, dict):
         raise RequestError("the request body must be a JSON object")
@@ -103,9 +104,34 @@ class App:
 def make_handler(app: App) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "cama-web/1"
+        timeout = 120  # a client that announces a body and never sends it does not hold a thread forever
 
-        def log_message(self, fmt: str, *args: Any) -> None:  # one line per request on stderr, no DNS lookups
+        # One line per request on stderr (no DNS lookups): http.server's error note ("code 400, message
+        # …") joins the request's line instead of making a second one.
+        def log_message(self, fmt: str, *args: Any) -> None:
+            self._said = True
             sys.stderr.write(f"{self.address_string()} {fmt % args}\n")
+
+        def log_error(self, fmt: str, *args: Any) -> None:
+            self._error = fmt % args
+
+        def log_request(self, code: Any = "-", size: Any = "-") -> None:
+            error, self._error = getattr(self, "_error", None), None
+            code = code.value if isinstance(code, HTTPStatus) else code
+            self.log_message('"%s" %s %s%s', self.requestline, code, size, f" ({error})" if error else "")
+
+        def handle(self) -> None:
+            # A client that hangs up (before or while it is answered) or stalls: one line, not a traceback,
+            # and none more when its request's line was written already.
+            self._said, self._error = False, None
+            try:
+                super().handle()
+            except (ConnectionError, TimeoutError) as exc:
+                self.close_connection = True
+                if not self._said:
+                    self.log_message("connection lost: %s: %s", type(exc).__name__, exc)
+            if self._error and not self._said:
+                self.log_message("%s", self._error)
 
         def _send(self, status: int, body: bytes, ctype: str) -> None:
             self.send_response(status)
@@ -198,10 +224,18 @@ def make_handler(app: App) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # socketserver prints a full traceback for anything a handler lets through; one line says enough
+        # (the server keeps serving either way).
+        exc = sys.exc_info()[1]
+        sys.stderr.write(f"{client_address[0]} request failed: {type(exc).__name__}: {exc}\n")
+
+
 def make_server(app: App, host: str = "127.0.0.1", port: int = 7860) -> ThreadingHTTPServer:
-    server = ThreadingHTTPServer((host, port), make_handler(app))
-    server.daemon_threads = True
-    return server
+    return Server((host, port), make_handler(app))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

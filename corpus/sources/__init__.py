@@ -3,48 +3,45 @@
 Interface (the same for every layout): ``read(path, skips, options=None) -> Iterator[Document]``
 
 - streams one file (or, for ``github``, one repository directory) — memory does not grow with its size;
-- yields Documents with ids that are a pure function of the input (stable across runs);
+- yields Documents with ids that are a pure function of the input (stable across runs and splits);
 - counts each malformed/filtered record in ``skips[reason]`` and never raises on bad records.
 
-``READERS`` maps layout names to readers, ``OPTIONS`` maps layouts that take options to their frozen
-options dataclass, and :func:`read_source` expands files/dirs/globs and chains them in sorted order.
+A layout is a built-in name (``READERS``), a name registered with :func:`register_reader` or through the
+``corpus.readers`` entry-point group, or a dotted path ``package.module:function`` to a function with the
+reader interface (it may carry ``options_type`` — its options dataclass —, ``suffixes`` and ``split``
+attributes; see :mod:`corpus.sources.registry`). Every reader's options are a frozen dataclass loaded
+with :func:`common.config.from_dict`.
+
+What a planner calls, before any work:
+
+- :func:`check_source` ``(layout, options, paths=None, where=...)`` — the layout resolves, the options
+  (and the paths, when given) are valid; else a :class:`~common.errors.UserError` naming the key and the
+  known names. Returns the options object.
+- :func:`resolve_reader` ``(layout) -> ReaderSpec`` — the function, its options type, its file suffixes.
+- :func:`expand` — the input units of a source; :func:`byte_ranges` — how one big file splits into tasks
+  (then each task passes ``byte_range`` in the options).
+
+:func:`read_source` expands files/dirs/globs and chains them in sorted order.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from corpus.document import Document
-from corpus.reader import COMPRESSED, InputError, expand_inputs
-from corpus.sources import baike, english, github, leetcode, wiki, wudao
+from corpus.reader import InputError, expand_inputs
+from corpus.sources import splits
+from corpus.sources.common import json_format
 from corpus.sources.github import GithubOptions
-from corpus.sources.wiki import WikiOptions
+from corpus.sources.options import JsonOptions
+from corpus.sources.registry import (OPTIONS, READERS, SUFFIXES, LayoutError, OptionsError, Reader, ReaderSpec,
+                                     register_reader, resolve_reader)
+from corpus.sources.wiki import WikiJsonOptions, WikiOptions
 from corpus.sources.wudao import WudaoOptions
-
-Reader = Callable[..., Iterator[Document]]
-
-READERS: dict[str, Reader] = {
-    "baike": baike.read,
-    "wudao": wudao.read,
-    "wiki": wiki.read_xml,
-    "wiki_json": wiki.read_json,
-    "english": english.read,
-    "github": github.read,
-    "leetcode": leetcode.read,
-}
-OPTIONS: dict[str, type] = {"wudao": WudaoOptions, "wiki": WikiOptions, "wiki_json": WikiOptions, "github": GithubOptions}
-
-_JSONL = (".jsonl", ".json")
-# File names a directory input contributes, per layout (before a .gz/.bz2/.xz/.zst suffix).
-SUFFIXES: dict[str, tuple[str, ...]] = {
-    "baike": _JSONL, "wudao": (".json",), "wiki": (".xml",), "wiki_json": _JSONL,
-    "english": _JSONL, "github": _JSONL, "leetcode": _JSONL,
-}
-_COMPRESSION = ("",) + COMPRESSED
 
 
 def expand(layout: str, patterns: Iterable[str | Path]) -> list[Path]:
@@ -53,24 +50,30 @@ def expand(layout: str, patterns: Iterable[str | Path]) -> list[Path]:
     For ``github`` a directory is a repository (one unit, walked by the reader), because repositories
     hold arbitrary files; its JSON-lines files are given as files or globs.
     """
-    if layout not in READERS:
-        raise InputError(f"unknown source layout {layout!r}; known: {', '.join(sorted(READERS))}")
-    suffixes = tuple(s + c for s in SUFFIXES[layout] for c in _COMPRESSION)
-    return expand_inputs(patterns, suffixes, what=layout, dir_is_unit=layout == "github", glob_dirs=True)
+    spec = resolve_reader(layout)
+    return expand_inputs(patterns, spec.all_suffixes(), what=layout, dir_is_unit=spec.dir_is_unit, glob_dirs=True)
 
 
 def make_options(layout: str, **options: Any) -> Any:
-    """The layout's options dataclass from keyword values (unknown keys fail with their name)."""
-    cls = OPTIONS.get(layout)
-    if cls is None:
-        if options:
-            raise TypeError(f"source layout {layout!r} takes no options, got: {', '.join(sorted(options))}")
-        return None
-    known = set(cls.__dataclass_fields__)
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise TypeError(f"unknown option(s) for {layout!r}: {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    return cls(**options)
+    """The layout's options object from keyword values; an unknown or ill-typed option raises
+    :class:`OptionsError` (a ConfigError and a TypeError) naming it, the known ones and a "did you mean"."""
+    return resolve_reader(layout).options(options)
+
+
+def check_source(layout: str, options: Mapping[str, Any] | Any = None, paths: Iterable[str | Path] | None = None,
+                 where: str = "source") -> Any:
+    """Validate a source spec before any work: the layout resolves, its options load, and (when given)
+    the paths name readable inputs. Returns the options object; raises a UserError starting with ``where``."""
+    spec = resolve_reader(layout, where=f"{where}: key 'layout'")
+    opts = spec.options(options, where=f"{where}: key 'options'")
+    if paths is not None:
+        try:
+            units = expand(layout, paths)
+        except InputError as exc:
+            raise InputError(f"{where}: key 'paths': {exc}") from None
+        if getattr(opts, "byte_range", None) is not None and len(units) != 1:
+            raise OptionsError(f"{where}: key 'options': byte_range needs exactly one input file, got {len(units)}")
+    return opts
 
 
 def read_source(layout: str, paths: Iterable[str | Path], skips: Counter[str], **options: Any) -> Iterator[Document]:
@@ -79,12 +82,36 @@ def read_source(layout: str, paths: Iterable[str | Path], skips: Counter[str], *
     Inputs and options are checked eagerly (bad configuration fails before any reading); reading itself
     is lazy.
     """
+    spec = resolve_reader(layout)
+    opts = spec.options(options)
     units = expand(layout, paths)
-    opts = make_options(layout, **options)
-    reader = READERS[layout]
-    if opts is None:
-        return itertools.chain.from_iterable(reader(p, skips) for p in units)
-    return itertools.chain.from_iterable(reader(p, skips, opts) for p in units)
+    if getattr(opts, "byte_range", None) is not None and len(units) != 1:
+        raise OptionsError(f"source layout {layout!r}: byte_range needs exactly one input file, got {len(units)}")
+    return itertools.chain.from_iterable(spec.call(p, skips, opts) for p in units)
 
 
-__all__ = ["READERS", "OPTIONS", "GithubOptions", "WikiOptions", "WudaoOptions", "expand", "make_options", "read_source"]
+def byte_ranges(layout: str, path: str | Path, n: int, options: Mapping[str, Any] | Any = None) -> list[tuple[int, int]] | None:
+    """At most ``n`` contiguous byte ranges covering ``path`` for ``n`` tasks, or None when this layout or
+    file cannot be split (see :mod:`corpus.sources.splits`). Each task reads its range by adding
+    ``byte_range: [start, end]`` to the options."""
+    if n < 1:
+        raise ValueError(f"byte_ranges: n must be >= 1, got {n}")
+    spec = resolve_reader(layout)
+    opts = spec.options(options)
+    path = Path(path)
+    if spec.split == "bz2_streams":
+        return splits.multistream_ranges(path, n, getattr(opts, "index", None))
+    if spec.split == "lines":
+        if path.is_dir() or not path.is_file():
+            return None
+        if isinstance(opts, JsonOptions) and json_format(path, opts) != "lines":
+            return None
+        return splits.line_ranges(path, n)
+    return None
+
+
+__all__ = [
+    "READERS", "OPTIONS", "SUFFIXES", "Reader", "ReaderSpec", "LayoutError", "OptionsError",
+    "GithubOptions", "WikiOptions", "WikiJsonOptions", "WudaoOptions",
+    "byte_ranges", "check_source", "expand", "make_options", "read_source", "register_reader", "resolve_reader",
+]

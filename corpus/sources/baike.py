@@ -13,13 +13,22 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from corpus.document import Document
-from corpus.sources.common import file_stem, get_str, iter_json_records
+from corpus.sources.common import file_stem, get_str, iter_records
+from corpus.sources.options import JsonOptions, record_id
 
 SOURCE = "baike"
+
+
+@dataclass(frozen=True)
+class BaikeOptions(JsonOptions):
+    FIELDS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "title": ("title",), "summary": ("summary",), "sections": ("sections",), "text": ("content",), "id": (),
+    }
 
 
 def _sections_text(sections: Any) -> list[str] | None:
@@ -40,21 +49,23 @@ def _sections_text(sections: Any) -> list[str] | None:
     return parts
 
 
-def read(path: Path, skips: Counter[str]) -> Iterator[Document]:
-    """One Document per entry; id ``baike:<stem>:<lineno>`` (titles repeat across Baike senses, so not the title)."""
+def read(path: Path, skips: Counter[str], options: BaikeOptions | None = None) -> Iterator[Document]:
+    """One Document per entry; id ``baike:<stem>:<lineno>`` (titles repeat across Baike senses, so not the
+    title), or ``baike:<id>`` when ``fields`` names an id key."""
+    opts = options or BaikeOptions()
     stem = file_stem(path)
-    for lineno, obj in iter_json_records(path, skips):
-        title = (get_str(obj, "title") or "").strip()
-        if "sections" in obj or "summary" in obj:
-            section_lines = _sections_text(obj.get("sections", []))
+    for lineno, obj in iter_records(path, skips, opts):
+        title = (opts.get_str(obj, "title") or "").strip()
+        if opts.has(obj, "sections") or opts.has(obj, "summary"):
+            section_lines = _sections_text(opts.get(obj, "sections", []))
             if section_lines is None:
                 skips["invalid_record"] += 1
                 continue
-            summary = (get_str(obj, "summary") or "").strip()
+            summary = (opts.get_str(obj, "summary") or "").strip()
             body = ([summary] if summary else []) + section_lines
-        elif "content" in obj:
-            content = get_str(obj, "content")
-            if content is None:
+        elif opts.has(obj, "text"):
+            content = opts.get(obj, "text")
+            if not isinstance(content, str):
                 skips["invalid_record"] += 1
                 continue
             body = [content.strip()] if content.strip() else []
@@ -65,4 +76,5 @@ def read(path: Path, skips: Counter[str]) -> Iterator[Document]:
             skips["empty_text"] += 1
             continue
         text = "\n".join(([title] if title else []) + body)
-        yield Document(f"{SOURCE}:{stem}:{lineno}", SOURCE, text, {"title": title})
+        own = record_id(opts.get(obj, "id"))
+        yield Document(f"{SOURCE}:{own}" if own else f"{SOURCE}:{stem}:{lineno}", SOURCE, text, {"title": title})

@@ -21,9 +21,12 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import ClassVar
 
 from corpus.document import Document
-from corpus.sources.common import file_stem, get_str, iter_json_records
+from corpus.reader import InputError
+from corpus.sources.common import file_stem, iter_records
+from corpus.sources.options import JsonOptions
 
 SOURCE = "github"
 
@@ -51,7 +54,9 @@ LICENSE_FILES = ("LICENSE", "LICENSE.txt", "LICENSE.md", "COPYING", "LICENCE")
 
 
 @dataclass(frozen=True)
-class GithubOptions:
+class GithubOptions(JsonOptions):
+    """Filters for code, and (JSON-lines inputs) the field mapping; a directory input is a repository."""
+
     languages: frozenset[str] = DEFAULT_LANGUAGES      # lower-case language names (see EXT_LANG)
     max_file_bytes: int = 1 << 20                       # The Stack-like cap: bigger files are data, not code
     max_line_length: int = 1000                         # minified: any line longer than this
@@ -59,6 +64,18 @@ class GithubOptions:
     min_alnum_fraction: float = 0.25                    # minified/data: fraction of alphanumeric chars below this
     generated_header_chars: int = 2000                  # markers are searched only in the file's head
     deny_licenses: frozenset[str] = field(default_factory=lambda: frozenset({"agpl-3.0", "proprietary"}))
+
+    FIELDS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "text": ("content",), "path": ("path",), "repo": ("repo",), "license": ("license",), "lang": ("lang",),
+    }
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        # YAML gives lists; membership tests want sets, and names compare lower-case
+        for key in ("languages", "deny_licenses"):
+            value = getattr(self, key)
+            value = [value] if isinstance(value, str) else value
+            object.__setattr__(self, key, frozenset(str(v).lower() for v in value))
 
 
 def _lang_of(path: str, declared: str | None) -> str | None:
@@ -162,15 +179,15 @@ def read_repo(root: Path, skips: Counter[str], options: GithubOptions | None = N
 def read_jsonl(path: Path, skips: Counter[str], options: GithubOptions | None = None) -> Iterator[Document]:
     """JSON lines ``{content, path, repo, license, lang}``; ``license``/``lang`` optional."""
     opts = options or GithubOptions()
-    for lineno, obj in iter_json_records(path, skips):
-        content = get_str(obj, "content")
-        rel = get_str(obj, "path")
+    for lineno, obj in iter_records(path, skips, opts):
+        content = opts.get_str(obj, "text")
+        rel = opts.get_str(obj, "path")
         if content is None or rel is None:
             skips["missing_field"] += 1
             continue
-        repo = get_str(obj, "repo") or f"{file_stem(path)}:{lineno}"
-        lang = _lang_of(rel, get_str(obj, "lang"))
-        license = get_str(obj, "license")
+        repo = opts.get_str(obj, "repo") or f"{file_stem(path)}:{lineno}"
+        lang = _lang_of(rel, opts.get_str(obj, "lang"))
+        license = opts.get_str(obj, "license")
         reason = reject_reason(rel, content, len(content.encode("utf-8")), lang, license, opts)
         if reason is not None:
             skips[reason] += 1
@@ -182,5 +199,7 @@ def read_jsonl(path: Path, skips: Counter[str], options: GithubOptions | None = 
 def read(path: Path, skips: Counter[str], options: GithubOptions | None = None) -> Iterator[Document]:
     """A directory is one repository; a file is JSON lines."""
     if path.is_dir():
+        if options is not None and options.byte_range is not None:
+            raise InputError(f"{path}: byte_range applies to a JSON-lines file, not a repository directory")
         return read_repo(path, skips, options)
     return read_jsonl(path, skips, options)

@@ -57,7 +57,7 @@ class ChainConfig:
     """pipeline.yaml as written."""
 
     run_dir: str
-    corpus: Any                                # a BuildConfig YAML path, or {config: PATH, **overrides}
+    corpus: Any                                # a CorpusConfig YAML path, or {config: PATH, **overrides}
     pretrain: Any                              # a PretrainConfig YAML path, or {config: PATH, **overrides}
     lora: Any                                  # a LoraConfig YAML path, or {config: PATH, **overrides}
     tokenizer: Any = None                      # a tokenizer.model, or {train_from: DIR, vocab_size: N}
@@ -92,7 +92,7 @@ class Chain:
     run_dir: str
     tokenizer: str                             # the tokenizer.model every stage uses
     train_tokenizer: TokenizerSpec | None      # trained into `tokenizer` by the first stage, or None
-    corpus: Frozen                             # corpus.build.BuildConfig
+    corpus: Frozen                             # corpus.spec.CorpusConfig
     pretrain: Frozen                           # train.pretrain.PretrainConfig
     lora: Frozen                               # train.lora.LoraConfig
     recover: RecoverOptions
@@ -181,10 +181,11 @@ def load_chain(path: str | os.PathLike, sets: Iterable[str] = ()) -> Chain:
         cfg_obj = _resolve_stage(where, name, getattr(cfg, name), resolve(cls_ref), fixed, defaults or {}, absolute)
         return Frozen.of(cfg_obj, f"the {name} stage's config frozen at submission (from {path})")
 
-    corpus = stage("corpus", "corpus.build:BuildConfig",
-                   {"output": str(run / "corpus"), "tokenizer": str(tokenizer), "progress": False})
+    corpus = stage("corpus", "corpus.spec:CorpusConfig",
+                   {"output_dir": str(run / "corpus"), "tokenizer": str(tokenizer), "progress": False})
+    # Pretraining reads the corpus plan's mix (corpus.plan: OUTPUT_DIR/blend).
     pretrain = stage("pretrain", "train.pretrain:PretrainConfig",
-                     {"data": str(run / "corpus"), "tokenizer": str(tokenizer), "output_dir": str(run / "pretrain"),
+                     {"data": str(run / "corpus" / "blend"), "tokenizer": str(tokenizer), "output_dir": str(run / "pretrain"),
                       "export_dir": str(run / "pretrain" / "final")})
     lora = stage("lora", "train.lora:LoraConfig",
                  {"base": str(run / "pretrain" / "final"), "output_dir": str(run / "lora"),

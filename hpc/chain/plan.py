@@ -1,5 +1,5 @@
-"""The chain as dependent Slurm jobs: tokenizer → corpus (array + merge when the chain asks for
-shards) → pretrain (every node and GPU it asks for) → LoRA → recover → generate → report.
+"""The chain as dependent Slurm jobs: tokenizer → corpus (each stage of the corpus plan an array
+job, then the mix) → pretrain (every node and GPU it asks for) → LoRA → recover → generate → report.
 
 Each waits for the one before (afterok); a stage already done is skipped inside its job. Every job
 gets the same resolved :class:`~hpc.chain.config.Chain` in its pickle.
@@ -42,9 +42,13 @@ def plan_chain(ctx: Context) -> tuple[Chain, tuple[Step, ...]]:
                              part_name, part, minutes)
 
     add("tokenizer", one_cpu)
-    shards = chain.corpus_shards()
-    if shards > 1:
-        add("corpus-shards", corpus_cpu, stages.corpus_shard, tuple((chain, k, shards) for k in range(shards)))
+    from corpus.plan import make_plan
+
+    # The corpus plan's stages as array jobs (the mix is the chain's own corpus stage, after them).
+    for stage in make_plan(stages.corpus_plan_config(chain)):
+        if stage.name != "mix":
+            add(f"corpus-{stage.name}", ctx.cpu(stage.cpus), stages.corpus_task,
+                tuple((chain, stage.name, t) for t in range(stage.tasks)))
     add("corpus", corpus_cpu)
     for stage in GPU_STAGES:
         res = shaped(stage, GPU_STAGES[stage])

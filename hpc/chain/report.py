@@ -1,7 +1,8 @@
 """The run folder's report: ``run_dir/report.md`` with PNG plots a person can look at.
 
-Corpus statistics (documents, samples, tokens, the sample-length histogram), the loss curves and
-tokens/s of pretraining and LoRA tuning (from the Trainer's log history in their last checkpoints),
+Corpus statistics (documents, samples, tokens, the sample-length histogram), the training and
+held-out loss, learning rate and tokens/s of pretraining and LoRA tuning (their metrics.jsonl, else
+the Trainer's log history; hpc.chain.training_plot),
 the restore check, the generated samples, each stage's time, and where every artifact lives.
 """
 
@@ -18,15 +19,14 @@ from common.atomic import write_text
 from common.jsonl import BadLine, iter_jsonl
 from common.markers import read_marker
 from hpc.chain import markers
+from hpc.chain.training_plot import plot_training, summary_line, training_records
 
 _json = read_marker  # a JSON object, or None for a file that is missing or unreadable: the report shows what is there
 
 
 def log_history(run_folder: Path) -> list[dict[str, Any]]:
-    """The Trainer's log lines of a training run (its newest complete checkpoint's trainer_state.json)."""
-    states = sorted(run_folder.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[1]))
-    state = _json(states[-1]) if states else None
-    return [r for r in (state or {}).get("log_history", []) if "loss" in r]
+    """A training run's logged steps with a training loss (metrics.jsonl, else the Trainer's log history)."""
+    return [r for r in training_records(run_folder)[0] if "loss" in r]
 
 
 def _plots(run: Path) -> dict[str, str]:
@@ -38,9 +38,14 @@ def _plots(run: Path) -> dict[str, str]:
     from corpus.indexed import IndexedReader
 
     made: dict[str, str] = {}
-    if Path(f"{run / 'corpus'}.idx").exists():
-        with IndexedReader(run / "corpus") as r:
-            lengths = np.asarray(r.sequence_lengths)
+    built = [Path(s["build"]["prefix"]) for s in (_json(run / "corpus" / "report.json") or {}).get("sources", [])
+             if s.get("build")]
+    if built:
+        lengths = []
+        for prefix in built:
+            with IndexedReader(prefix) as r:
+                lengths.append(np.asarray(r.sequence_lengths))
+        lengths = np.concatenate(lengths)
         fig, ax = plt.subplots(figsize=(6, 3.2))
         ax.hist(lengths, bins=min(40, max(5, len(lengths) // 4)), color="#4477aa")
         ax.set(xlabel="tokens per sample", ylabel="samples", title=f"corpus: {len(lengths)} samples")
@@ -48,22 +53,9 @@ def _plots(run: Path) -> dict[str, str]:
         fig.savefig(run / "report-corpus-lengths.png", dpi=110)
         plt.close(fig)
         made["lengths"] = "report-corpus-lengths.png"
-    curves = {name: log_history(run / name) for name in ("pretrain", "lora")}
-    if any(curves.values()):
-        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.4))
-        for name, logs in curves.items():
-            if logs:
-                ax1.plot([r["step"] for r in logs], [r["loss"] for r in logs], marker=".", label=name)
-                rated = [r for r in logs if "tokens_per_s_per_gpu" in r]
-                ax2.plot([r["step"] for r in rated], [r["tokens_per_s_per_gpu"] for r in rated], marker=".", label=name)
-        ax1.set(xlabel="optimizer step", ylabel="training loss", title="loss")
-        ax2.set(xlabel="optimizer step", ylabel="tokens/s per device", title="throughput")
-        for ax in (ax1, ax2):
-            ax.legend()
-            ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(run / "report-training.png", dpi=110)
-        plt.close(fig)
+    # Training: loss with held-out loss, learning rate, throughput (hpc.chain.training_plot).
+    if plot_training({name: training_records(run / name)[0] for name in ("pretrain", "lora")},
+                     run / "report-training.png"):
         made["training"] = "report-training.png"
     return made
 
@@ -85,6 +77,24 @@ def _cell(text: Any, limit: int = 120) -> str:
     return s.replace("|", "\\|")
 
 
+def _corpus_section(run: Path) -> list[str]:
+    """The corpus plan's own page (corpus.report: per-source kept/dropped, per-rule rejections, the
+    mix's token shares next to its targets), its headings one level down and its plots under corpus/."""
+    if not (run / "corpus" / "report.json").is_file():
+        return ["(no corpus report)", ""]
+    from corpus.report import write_report
+
+    try:
+        page = write_report(run / "corpus").read_text(encoding="utf-8")
+    except Exception as exc:   # the run report shows what there is; a broken corpus page is said, not fatal
+        return [f"(the corpus report could not be made: {exc})", ""]
+    out = []
+    for line in page.splitlines()[1:]:   # its title: this section's heading
+        line = "#" + line if line.startswith("## ") else line
+        out.append(line.replace("](", "](corpus/"))
+    return out + [""]
+
+
 def write_run_report(run_dir: str | os.PathLike) -> Path:
     """Write ``run_dir/report.md`` (and its PNGs) from the stage markers and the artifacts; return its path."""
     run = Path(run_dir)
@@ -97,25 +107,16 @@ def write_run_report(run_dir: str | os.PathLike) -> Path:
         lines.append(f"| {stage} | {m.get('finished', 'this job' if stage == 'report' else '—')} | "
                      f"{m.get('seconds', '')} | {m.get('job_id') or ''} |")
 
-    corpus = _json(Path(f"{run / 'corpus'}.json")) or {}
-    counts = corpus.get("counts", {})
     lines += ["", "## Corpus", ""]
-    if counts:
-        lines += ["| " + " | ".join(counts) + " |", "|" + "---|" * len(counts),
-                  "| " + " | ".join(str(v) for v in counts.values()) + " |", ""]
+    lines += _corpus_section(run)
     if "lengths" in plots:
         lines += [f"![sample lengths]({plots['lengths']})", ""]
 
     lines += ["## Training", ""]
     for name in ("pretrain", "lora"):
-        logs = log_history(run / name)
-        if logs:
-            rates = [r["tokens_per_s_per_gpu"] for r in logs if "tokens_per_s_per_gpu" in r]
-            rate = f", median {np.median(rates):,.0f} tokens/s per device" if rates else ""
-            mfu = [r["mfu"] for r in logs if "mfu" in r]
-            mfu_text = f", median MFU {np.median(mfu):.1%}" if mfu else ""
-            lines.append(f"- {name}: {len(logs)} logged steps, loss {logs[0]['loss']:.3f} → {logs[-1]['loss']:.3f}"
-                         f"{rate}{mfu_text}")
+        line = summary_line(name, *training_records(run / name))
+        if line:
+            lines.append(line)
     if "training" in plots:
         lines += ["", f"![loss and throughput]({plots['training']})"]
 
@@ -140,7 +141,7 @@ def write_run_report(run_dir: str | os.PathLike) -> Path:
             lines.append(f"| {_cell(prompt, 60)} | {_cell(g.get('output', ''))} | {g.get('finish', '')} |")
 
     lines += ["", "## Artifacts", "", "| what | where | size |", "|---|---|---|"]
-    for what, rel in (("tokenizer", "tokenizer.model"), ("corpus", "corpus.bin"), ("pretrained model", "pretrain/final"),
+    for what, rel in (("tokenizer", "tokenizer.model"), ("corpus (mix)", "corpus/blend.mix.json"), ("pretrained model", "pretrain/final"),
                       ("LoRA adapter", "lora/adapter"), ("tuned (merged)", "tuned"), ("diff", "diff"),
                       ("restored", "restored"), ("generations", "generations.jsonl"),
                       ("TensorBoard", "pretrain/tensorboard")):

@@ -7,6 +7,7 @@ YAML files) and is skipped when its marker matches.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -126,25 +127,33 @@ def stage_tokenizer(chain: Chain) -> dict[str, Any]:
     return {"tokenizer": str(path), "trained": True}
 
 
-def corpus_shard(chain: Chain, shard: int, num_shards: int) -> dict[str, Any]:
-    """One array task of the corpus stage (a completed shard is skipped by the build itself)."""
-    from hpc.corpus_jobs import corpus_shard as build_shard
+def corpus_plan_config(chain: Chain) -> Any:
+    """The corpus stage's CorpusConfig, with ``slurm: corpus: shards`` as its shards per source."""
+    cfg = stage_config(chain, "corpus")
+    n = chain.corpus_shards()
+    return cfg.with_tasks(n) if n > 1 else cfg
 
-    return build_shard(stage_config(chain, "corpus"), shard, num_shards)
+
+def corpus_task(chain: Chain, stage: str, task: int) -> dict[str, Any]:
+    """One array task of one stage of the corpus plan (a task whose marker matches is skipped by it)."""
+    from corpus.plan import run_task
+
+    result = run_task(corpus_plan_config(chain), stage, task)
+    return {"stage": stage, "task": task} if stage == "mix" else result
 
 
 def stage_corpus(chain: Chain) -> dict[str, Any]:
-    """The corpus: merged from its shards when the chain runs them as an array, else built here."""
-    from corpus.build import build, merge_shards
+    """The corpus plan (read → steps → dedup → pack → mix): on Slurm its stages ran as arrays already
+    and every task is skipped here by its marker; the report and the mix are what is left."""
+    from corpus.plan import run_plan
 
-    build_cfg, n = stage_config(chain, "corpus"), chain.corpus_shards()
-    if n > 1:
-        for k in range(n):  # on Slurm the array did them all already: each one is skipped
-            corpus_shard(chain, k, n)
-        report = merge_shards(build_cfg, n)
-    else:
-        report = build(build_cfg)
-    return {"prefix": report["output"]["prefix"], "counts": report["counts"]}
+    report = run_plan(corpus_plan_config(chain))
+    mix = report["mix"] or {}
+    return {"prefix": str(Path(report["config"]["output_dir"]) / "blend"),
+            "sources": {s["name"]: {"kept": s["prepare"]["kept"],
+                                    "sequences": (s["build"] or {}).get("counts", {}).get("sequences", 0)}
+                        for s in report["sources"]},
+            "samples": mix.get("samples", 0), "tokens": mix.get("tokens", 0)}
 
 
 def stage_recover(chain: Chain) -> dict[str, Any]:
@@ -178,7 +187,8 @@ def stage_generate(chain: Chain) -> dict[str, Any]:
     cases, bad = read_cases(g.cases)
     for line in bad:
         print(f"[chain] generate: skipped case {line}", flush=True)
-    outputs = run_cases(Generator(model, tokenizer), cases, g.decoding.load(), batch_size=g.batch_size)
+    outputs = run_cases(Generator(model, tokenizer), cases, g.decoding.load(), batch_size=g.batch_size,
+                        log=lambda line: print(line, file=sys.stderr, flush=True))
     out = chain.run / "generations.jsonl"
     write_jsonl(outputs, out)
     finish = {k: sum(1 for o in outputs if o["finish"] == k) for k in ("eos", "length")}

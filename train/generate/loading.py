@@ -53,6 +53,34 @@ def _same_base(recorded: str, base: Path) -> bool:
     return rec.name.lower() == base.resolve().name.lower()
 
 
+def check_base_identity(lora_dir: Path, base_dir: Path, recorded: Any) -> None:
+    """The base is the one the adapter was trained on: by its fingerprint where the adapter records one
+    (``base_model.json``, :mod:`train.base_identity`), so a moved or copied base is found and another
+    model of the same shapes refused; by the folder name for adapters written before that."""
+    from train.base_identity import RECORD, BaseIdentityError, read_record, same_base
+
+    try:
+        record = read_record(lora_dir)
+        if record is None:
+            if recorded and not _same_base(str(recorded), base_dir):
+                raise GenerateError(
+                    f"--lora {lora_dir} was made for the base model {recorded!r}, not {str(base_dir)!r} "
+                    f"(base_model_name_or_path in {ADAPTER_CONFIG}); pass --ignore-base-name if it is the same "
+                    "model under another name")
+            return
+        same, mine = same_base(record, base_dir)
+    except BaseIdentityError as exc:
+        raise GenerateError(f"--lora {lora_dir}: {exc}") from None
+    if not same:
+        where = f" (trained at {record['path']})" if record.get("path") else ""
+        theirs = record["fingerprint"] if record["method"] == mine["method"] else record["sampled"]
+        ours = mine["fingerprint"] if record["method"] == mine["method"] else mine["sampled"]
+        raise GenerateError(
+            f"--lora {lora_dir} was made for the base model with fingerprint {theirs}{where}, but --base {base_dir} "
+            f"has fingerprint {ours} ({RECORD}): another model, even if its shapes are the same; pass "
+            "--ignore-base-name to apply the adapter anyway")
+
+
 def adapter_tensor_shapes(lora_dir: Path) -> dict[str, tuple[int, ...]]:
     """Tensor name → shape of an adapter's weights, read from the file header (no weights loaded
     for safetensors)."""
@@ -86,11 +114,8 @@ def check_adapter(lora_dir: PathLike, base_dir: PathLike, model: Any, ignore_bas
     if str(cfg.get("peft_type", "LORA")).upper() != "LORA":
         raise GenerateError(f"{lora_dir / ADAPTER_CONFIG}: peft_type is {cfg.get('peft_type')!r}, not LORA")
     recorded = cfg.get("base_model_name_or_path")
-    if recorded and not ignore_base_name and not _same_base(str(recorded), base_dir):
-        raise GenerateError(
-            f"--lora {lora_dir} was made for the base model {recorded!r}, not {str(base_dir)!r} "
-            f"(base_model_name_or_path in {ADAPTER_CONFIG}); pass --ignore-base-name if it is the same model "
-            "under another name")
+    if not ignore_base_name:
+        check_base_identity(lora_dir, base_dir, recorded)
     shapes = adapter_tensor_shapes(lora_dir)
     modules = dict(model.named_modules())
     for key, shape in sorted(shapes.items()):

@@ -10,17 +10,19 @@
 
 from __future__ import annotations
 
-import json
 import os
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
-from common.errors import UserError
+from common.errors import InputDataError, UserError
+from common.jsonl import BadLine, iter_jsonl
 from train.ie.answers import _key, norm
 from train.ie.schema import LANGS, TASK_KEY, TASKS, IEError, Schema, schema_from_dict
 from train.ie.templates import IETemplates, load_ie_templates
+from train.skipped import bad_line_text
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -81,25 +83,15 @@ def _gold(task: str, gold: Any, schema: Schema) -> list[Any]:
 def read_ie_cases(path: PathLike) -> tuple[list[IECase], list[str]]:
     """Valid IE cases and the ``file:line: reason`` of each bad line (skipped)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise IECaseError(f"IE case file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise IECaseError(f"{path}: not readable UTF-8 text ({exc})") from exc
+    if not path.is_file():
+        raise IECaseError(f"IE case file not found: {path}")
     cases, bad, seen = [], [], set()
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
+    for n, obj in _lines(path):
         where = f"{path}:{n}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            bad.append(f"{where}: not JSON ({exc.msg})")
+        if isinstance(obj, BadLine):
+            bad.append(f"{where}: {bad_line_text(obj)}")
             continue
         try:
-            if not isinstance(obj, dict):
-                raise ValueError("not a JSON object")
             task, lang = obj.get("task"), obj.get("lang")
             if task not in TASKS:
                 raise ValueError(f"'task' must be one of {', '.join(TASKS)}, got {task!r}")
@@ -138,19 +130,21 @@ def instruction(case: IECase, templates: IETemplates | None = None) -> str:
 def read_outputs(path: PathLike) -> dict[str, str]:
     """``{"id", "output"}`` JSON lines (what ``--cases``/``--run-ie-cases --out`` write) → id → text."""
     path = Path(path)
+    if not path.is_file():
+        raise IECaseError(f"outputs file not found: {path}")
     out = {}
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except FileNotFoundError:
-        raise IECaseError(f"outputs file not found: {path}") from None
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise IECaseError(f"{path}:{n}: not JSON ({exc.msg})") from None
-        if not (isinstance(obj, dict) and "id" in obj and isinstance(obj.get("output"), str)):
+    for n, obj in _lines(path):
+        if isinstance(obj, BadLine):
+            raise IECaseError(f"{path}:{n}: {bad_line_text(obj)}")
+        if not ("id" in obj and isinstance(obj.get("output"), str)):
             raise IECaseError(f"{path}:{n}: expected {{\"id\", \"output\": string}}")
         out[str(obj["id"])] = obj["output"]
     return out
+
+
+def _lines(path: Path) -> Iterator[tuple[int, dict[str, Any] | BadLine]]:
+    """The file's JSON lines, bad ones as :class:`BadLine`; an unreadable file is an IECaseError."""
+    try:
+        yield from iter_jsonl(path, on_error="skip")
+    except InputDataError as exc:
+        raise IECaseError(str(exc)) from None

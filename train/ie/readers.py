@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -21,9 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
+from common.errors import InputDataError
+from common.jsonl import BadLine, iter_jsonl
 from train.ie.format import Event, dedupe
 from train.ie.schema import IEError
-from train.skipped import Skipped
+from train.skipped import Skipped, bad_line
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -122,20 +123,18 @@ def _open(path: Path) -> Any:
 
 
 def _json_lines(path: Path, skipped: Skipped) -> Iterator[tuple[str, dict[str, Any]]]:
-    with _open(path) as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
+    """The JSON objects of a JSON-lines file with their ``file:line``; bad lines skipped and counted."""
+    if not path.is_file():
+        raise IEError(f"input file not found: {path}")
+    try:
+        for n, obj in iter_jsonl(path, on_error="skip"):
             where = f"{path}:{n}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                skipped.add(where, "not JSON", exc.msg)
-                continue
-            if not isinstance(obj, dict):
-                skipped.add(where, "not a JSON object")
+            if isinstance(obj, BadLine):
+                skipped.add(where, *bad_line(obj))
                 continue
             yield where, obj
+    except InputDataError as exc:  # unreadable (a folder, no permission)
+        raise IEError(str(exc)) from None
 
 
 def _text(obj: dict[str, Any], where: str, skipped: Skipped) -> str | None:
