@@ -33,6 +33,23 @@ def _save(fig, path: Path) -> None:
         fig.savefig(tmp, format=path.suffix.lstrip("."), dpi=110, bbox_inches="tight")
 
 
+def fill_ratio(lengths: np.ndarray, seq_length: int) -> float:
+    """Tokens ÷ (samples × seq_length): how much of each training sequence is real text, not padding."""
+    return float(np.sum(lengths)) / (len(lengths) * seq_length) if len(lengths) and seq_length else 0.0
+
+
+def sample_lengths(report: dict[str, Any]) -> list[tuple[str, np.ndarray]]:
+    """(source, its samples' lengths) for every source that built at least one sample."""
+    found = []
+    for s in report["sources"]:
+        if s["build"]:
+            with IndexedReader(s["build"]["prefix"]) as reader:
+                lengths = np.array(reader.sequence_lengths)
+            if len(lengths):
+                found.append((s["name"], lengths))
+    return found
+
+
 def document_flow(report: dict[str, Any]) -> dict[str, dict[str, int]]:
     """Per source: kept, rejected by filters, exact and near duplicates, skipped by the reader."""
     flow = {}
@@ -59,52 +76,74 @@ def write_report(out: str | os.PathLike) -> Path:
     names = [s["name"] for s in report["sources"]]
     flow = document_flow(report)
 
-    fig, ax = plt.subplots(figsize=(8, 0.5 * len(names) + 1.5))
+    from matplotlib.ticker import MaxNLocator
+
+    def legend_below(ax, n: int) -> None:
+        # Under the axis label, never over the bars or the title; as many columns as fit.
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=min(n, 5), fontsize=8, frameon=False)
+
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(names) + 2))
     left = np.zeros(len(names))
-    for category in next(iter(flow.values())):
+    categories = list(next(iter(flow.values())))
+    for category in categories:
         values = np.array([flow[n][category] for n in names], dtype=float)
         ax.barh(names, values, left=left, label=category)
         left += values
     ax.set_xlabel("documents")
-    ax.set_title("documents per source: kept and dropped")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.invert_yaxis()
-    ax.legend(loc="lower right", fontsize=8)
+    legend_below(ax, len(categories))
+    ax.set_title("documents per source: kept and dropped")
     _save(fig, out / "documents.png")
     plt.close(fig)
 
     rules = sorted({r for s in report["sources"] for r in s["prepare"]["rejected"]})
     if rules:
-        fig, ax = plt.subplots(figsize=(8, 0.4 * len(rules) + 1.5))
+        rejecting = [s for s in report["sources"] if s["prepare"]["rejected"]]
+        fig, ax = plt.subplots(figsize=(8, 0.4 * len(rules) + 2))
         left = np.zeros(len(rules))
-        for s in report["sources"]:
+        for s in rejecting:
             values = np.array([s["prepare"]["rejected"].get(r, 0) for r in rules], dtype=float)
             ax.barh(rules, values, left=left, label=s["name"])
             left += values
         ax.set_xlabel("documents rejected")
-        ax.set_title("rejections per filter rule")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.invert_yaxis()
-        ax.legend(fontsize=8)
+        legend_below(ax, len(rejecting))
+        ax.set_title("rejections per filter rule (the first rule a document fails)")
         _save(fig, out / "rejections.png")
         plt.close(fig)
 
+    seq_length = int(report.get("config", {}).get("seq_length") or 0)
+    per_source = sample_lengths(report)
     fig, ax = plt.subplots(figsize=(8, 4))
-    for s in report["sources"]:
-        if s["build"]:
-            with IndexedReader(s["build"]["prefix"]) as reader:
-                lengths = np.asarray(reader.sequence_lengths)
-            if len(lengths):
-                ax.hist(lengths, bins=30, alpha=0.6, label=s["name"])
+    if per_source:
+        every = np.concatenate([lengths for _, lengths in per_source])
+        top = max(int(every.max()), seq_length)
+        # One set of bins for every source, stacked: bars that add up, none hidden behind another.
+        bins = np.linspace(0, top, 31)
+        ax.hist([lengths for _, lengths in per_source], bins=bins, stacked=True,
+                label=[name for name, _ in per_source])
+        title = f"sample lengths: {len(every):,} samples"
+        if seq_length:
+            ax.axvline(seq_length, color="black", linestyle="--", linewidth=1, label=f"seq_length {seq_length}")
+            title += f", fill ratio {fill_ratio(every, seq_length):.1%}"
+        ax.set_title(title)
+        legend_below(ax, len(per_source) + 1)
     ax.set_xlabel("sample length (tokens, BOS/EOS included)")
     ax.set_ylabel("samples")
-    ax.set_title("sample lengths per source")
-    ax.legend(fontsize=8)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     _save(fig, out / "sample_lengths.png")
     plt.close(fig)
 
     mix = report.get("mix")
     if mix:
-        fig, ax = plt.subplots(figsize=(8, 0.5 * len(mix["sources"]) + 1.5))
-        ax.barh([m["name"] for m in mix["sources"]], [100 * m["token_share"] for m in mix["sources"]])
+        fig, ax = plt.subplots(figsize=(8, 0.45 * len(mix["sources"]) + 1.5))
+        shares = [100 * m["token_share"] for m in mix["sources"]]
+        ax.barh([m["name"] for m in mix["sources"]], shares)
+        for i, v in enumerate(shares):
+            ax.text(v, i, f" {v:.1f}%", va="center", fontsize=8)
+        ax.set_xlim(0, max(shares + [1]) * 1.15)
         ax.set_xlabel("% of the mix's tokens")
         ax.set_title(f"token share per source ({mix['tokens']:,} tokens, {mix['samples']:,} samples)")
         ax.invert_yaxis()
@@ -135,7 +174,16 @@ def _markdown(report: dict[str, Any], flow: dict[str, dict[str, int]], has_rules
     skipped = [(s["name"], r, n) for s in report["sources"] for r, n in s["prepare"]["skipped_by_reader"].items()]
     if skipped:
         lines += ["## Records the readers skipped", ""] + [f"- {name}: {r} {n:,}" for name, r, n in skipped] + [""]
-    lines += ["## Sample lengths", "", "![sample lengths](sample_lengths.png)", ""]
+    lines += ["## Sample lengths", ""]
+    seq_length = int(report.get("config", {}).get("seq_length") or 0)
+    per_source = sample_lengths(report)
+    if seq_length and per_source:
+        every = np.concatenate([lengths for _, lengths in per_source])
+        if len(every):
+            lines += [f"Fill ratio {fill_ratio(every, seq_length):.1%}: {int(every.sum()):,} tokens in "
+                      f"{len(every):,} samples of at most {seq_length} tokens "
+                      f"(median {int(np.median(every))}).", ""]
+    lines += ["![sample lengths](sample_lengths.png)", ""]
     if has_mix:
         mix = report["mix"]
         lines += ["## Mix", "", f"{mix['samples']:,} samples, {mix['tokens']:,} tokens, seed {mix['seed']}.", "",

@@ -281,6 +281,32 @@ def test_report_page_with_plots(tokenizer_path, tmp_path):
         write_report(tmp_path / "empty")
 
 
+def test_report_states_the_fill_ratio_of_the_samples(tokenizer_path, tmp_path):
+    """Tokens ÷ (samples × seq_length), computed here from the indexes themselves."""
+    import re
+
+    from corpus.indexed import IndexedReader
+    from corpus.report import fill_ratio, write_report
+
+    out = tmp_path / "out"
+    cfg = _config(tokenizer_path, out)
+    report = run_pipeline(cfg)
+    lengths = []
+    for s in report["sources"]:
+        if s["build"]:
+            with IndexedReader(s["build"]["prefix"]) as r:
+                lengths.extend(int(n) for n in r.sequence_lengths)
+    expected = sum(lengths) / (len(lengths) * cfg.seq_length)
+    assert 0 < expected < 1
+    text = write_report(out).read_text(encoding="utf-8")
+    m = re.search(r"Fill ratio (\d+\.\d)%: ([\d,]+) tokens in ([\d,]+) samples of at most (\d+) tokens", text)
+    assert m, text
+    assert float(m.group(1)) == round(100 * expected, 1)
+    assert int(m.group(2).replace(",", "")) == sum(lengths) and int(m.group(3).replace(",", "")) == len(lengths)
+    assert int(m.group(4)) == cfg.seq_length
+    assert fill_ratio(__import__("numpy").array([512, 1024]), 1024) == 0.75
+
+
 @pytest.mark.slurm
 def test_raw_source_build_on_slurm_equals_a_local_run(slurm_cluster, tokenizer_path, tmp_path):
     """hpc.submit corpus with a raw-source config, sharded: each stage of the plan (prepare shards →

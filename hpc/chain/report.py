@@ -34,6 +34,7 @@ def _plots(run: Path) -> dict[str, str]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     from corpus.indexed import IndexedReader
 
@@ -46,9 +47,17 @@ def _plots(run: Path) -> dict[str, str]:
             with IndexedReader(prefix) as r:
                 lengths.append(np.asarray(r.sequence_lengths))
         lengths = np.concatenate(lengths)
-        fig, ax = plt.subplots(figsize=(6, 3.2))
-        ax.hist(lengths, bins=min(40, max(5, len(lengths) // 4)), color="#4477aa")
-        ax.set(xlabel="tokens per sample", ylabel="samples", title=f"corpus: {len(lengths)} samples")
+        seq_length = int(((_json(run / "corpus" / "report.json") or {}).get("config") or {}).get("seq_length") or 0)
+        fig, ax = plt.subplots(figsize=(6, 3.4))
+        top = max(int(lengths.max()), seq_length)
+        ax.hist(lengths, bins=np.linspace(0, top, min(40, max(5, len(lengths) // 4)) + 1), color="#4477aa")
+        title = f"corpus: {len(lengths):,} samples"
+        if seq_length:
+            ax.axvline(seq_length, color="black", linestyle="--", linewidth=1, label=f"seq_length {seq_length}")
+            ax.legend(loc="upper left", fontsize=8, frameon=False)
+            title += f", fill ratio {lengths.sum() / (len(lengths) * seq_length):.1%}"
+        ax.set(xlabel="tokens per sample", ylabel="samples", title=title)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         fig.tight_layout()
         fig.savefig(run / "report-corpus-lengths.png", dpi=110)
         plt.close(fig)
