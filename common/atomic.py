@@ -162,16 +162,9 @@ def atomic_dir(target: str | os.PathLike, replace: bool = False) -> Iterator[Pat
     tmp.mkdir()
     try:
         yield tmp
-        if target.exists():
-            if not replace:
-                raise FileExistsError(f"{target} appeared while it was being written: not replaced")
-            old = target.parent / f"{target.name}.old-{os.getpid()}"
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-        fsync_dir(target.parent)
+        if target.exists() and not replace:
+            raise FileExistsError(f"{target} appeared while it was being written: not replaced")
+        replace_dir(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

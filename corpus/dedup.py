@@ -202,19 +202,21 @@ def band_keys(sigs: np.ndarray, band_range: tuple[int, int], cfg: DedupConfig,
 
 
 def candidate_pairs(sigs: np.ndarray, band_range: tuple[int, int] | None, cfg: DedupConfig,
-                    col_offset: int = 0) -> np.ndarray:
+                    col_offset: int = 0, live: np.ndarray | None = None) -> np.ndarray:
     """Sorted unique (i, j), i < j, row pairs sharing a bucket in some band of ``band_range``.
 
     Within a bucket every pair up to ``max_bucket_span`` apart (in row order) is emitted: that is
     every pair for buckets of up to span+1 documents, and always a chain, so clustering sees the
-    bucket connected. Rows whose signature is all-EMPTY (empty documents) never pair.
+    bucket connected. Rows whose signature is all-EMPTY (empty documents) never pair; ``live`` (one
+    bool per row) says which rows may pair when ``sigs`` holds only part of a band range.
     """
     b, _ = band_params(cfg)
     if band_range is None:
         band_range = (0, b)
     keys = band_keys(sigs, band_range, cfg, col_offset)
     n = keys.shape[0]
-    live = ~(np.asarray(sigs[:, 0]) == EMPTY) if n else np.zeros(0, bool)
+    if live is None:
+        live = ~(np.asarray(sigs[:, 0]) == EMPTY) if n else np.zeros(0, bool)
     rows_live = np.flatnonzero(live).astype(np.int64)
     found = []
     for c in range(keys.shape[1]):
@@ -437,7 +439,8 @@ class ShardGroup:
             shard = np.searchsorted(self.starts, part, side="right") - 1
             for s in np.unique(shard).tolist():
                 sel = np.flatnonzero(shard == s)
-                out[c + sel] = self.sigs[s][part[sel] - self.starts[s]][:, columns]
+                # columns first (a view of the map), then rows: only the wanted columns are copied
+                out[c + sel] = self.sigs[s][:, columns][part[sel] - self.starts[s]]
         return out
 
     def view(self, rows: np.ndarray) -> "_RowView":
@@ -463,7 +466,22 @@ def group_band_pairs(group: ShardGroup, uniq: np.ndarray, band_range: tuple[int,
     if band_range[1] <= band_range[0] or len(uniq) == 0:
         return np.zeros((0, 2), dtype=np.int64)
     cols = band_columns(band_range, cfg)
-    return candidate_pairs(group.gather(uniq, cols), band_range, cfg, col_offset=cols.start)
+    _, r = band_params(cfg)
+    # One band's r columns in memory at a time, not the whole range's: the near-dup state of a band
+    # task stays ~8 r bytes per document (it was 8 r x bands, e.g. 1 KB: RSS grew with the input).
+    # Bands are independent and the pairs are merged with the same sort + unique, so the result is
+    # the one-shot candidate_pairs'; which rows are live is read from the range's first column, as
+    # candidate_pairs reads it from the slice it is given.
+    live = group.gather(uniq, slice(cols.start, cols.start + 1))[:, 0] != EMPTY
+    parts = []
+    for j in range(*band_range):
+        band = slice(j * r, (j + 1) * r)
+        p = candidate_pairs(group.gather(uniq, band), (j, j + 1), cfg, col_offset=band.start, live=live)
+        if len(p):
+            parts.append(p)
+    if not parts:
+        return np.zeros((0, 2), dtype=np.int64)
+    return np.unique(np.concatenate(parts), axis=0)
 
 
 def group_representatives(group: ShardGroup, uniq: np.ndarray, pair_parts: Sequence[np.ndarray],

@@ -41,7 +41,8 @@ _P = 0x100000001B3              # FNV-64 prime: odd, so invertible mod 2^64
 _P_INV = pow(_P, -1, 1 << 64)
 _Q = 0x9E3779B97F4A7C15         # odd multiplier for n-grams over token hashes
 _MAX_DENSIFY_TRIES = 64
-_CHUNK_CHARS = 4_000_000        # code points hashed per numpy pass (bounds memory)
+_CHUNK_CHARS = 1 << 16          # code points hashed per numpy pass: its ~10 arrays stay in cache
+                                # (4M, i.e. 32 MB arrays, ran 2x slower on fresh pages)
 
 _C1 = np.uint64(0xFF51AFD7ED558CCD)
 _C2 = np.uint64(0xC4CEB9FE1A85EC53)
@@ -188,6 +189,16 @@ def _tokens(norm: list[str], lang: str, cfg) -> tuple[np.ndarray, np.ndarray]:
     return h, counts
 
 
+def _fmix64_inplace(x: np.ndarray) -> np.ndarray:
+    """fmix64 on a uint64 array the caller owns (no copy: the shingle arrays are the largest here)."""
+    x ^= x >> _S33
+    x *= _C1
+    x ^= x >> _S33
+    x *= _C2
+    x ^= x >> _S33
+    return x
+
+
 def _ngrams(tok: np.ndarray, counts: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(doc index, mixed shingle hash) for every n-gram inside one document."""
     ndoc = len(counts)
@@ -204,10 +215,19 @@ def _ngrams(tok: np.ndarray, counts: np.ndarray, n: int, seed: int) -> tuple[np.
             for j in range(1, n):
                 h *= q
                 h += tok[j:j + L]
-        doc_of = np.repeat(np.arange(ndoc, dtype=np.int64), counts)[:L]
-        valid = np.arange(L, dtype=np.int64) + n <= doc_end[doc_of]
-        out_h.append(h[valid])
-        out_d.append(doc_of[valid])
+        # An n-gram starting at i is inside its document unless i is among the last n - 1 positions
+        # of it: clear those few (at most n - 1 per document) instead of comparing every position
+        # with its document's end, and repeat the document index only over the n-grams kept.
+        per_doc = np.maximum(counts - (n - 1), 0)
+        if n > 1:
+            valid = np.ones(L, dtype=bool)
+            for j in range(1, n):
+                p = doc_end - j
+                p = p[(p >= doc_start) & (p < L)]
+                valid[p] = False
+            h = h[valid]
+        out_h.append(h)
+        out_d.append(np.repeat(np.arange(ndoc, dtype=np.int64), per_doc))
     # documents shorter than n: one shingle of all their tokens
     short = np.flatnonzero((counts > 0) & (counts < n))
     if len(short):
@@ -222,8 +242,12 @@ def _ngrams(tok: np.ndarray, counts: np.ndarray, n: int, seed: int) -> tuple[np.
         out_d.append(short.astype(np.int64))
     if not out_h:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.uint64)
-    h = np.concatenate(out_h) ^ seed_mix
-    return np.concatenate(out_d), fmix64(h)
+    if len(out_h) == 1:
+        h, doc = out_h[0], out_d[0]   # a fresh array either way (tok[:L].copy() or its masked copy)
+    else:
+        h, doc = np.concatenate(out_h), np.concatenate(out_d)
+    h ^= seed_mix
+    return doc, _fmix64_inplace(h)
 
 
 def shingle_hashes(text: str, lang: str, cfg) -> np.ndarray:
@@ -274,13 +298,15 @@ def densify(sig: np.ndarray, seed: int) -> np.ndarray:
         rows, cols = rows[~ok], cols[~ok]
         if len(rows) == 0:
             return sig
-    # fallback: the next non-empty bin to the right, circularly (rare: very few shingles)
-    for r, c in zip(rows.tolist(), cols.tolist()):
-        for d in range(1, k):
-            j = (c + d) % k
-            if not empty[r, j]:
-                sig[r, c] = orig[r, j]
-                break
+    # fallback: the next non-empty bin to the right, circularly (only documents with very few
+    # shingles get here, but then nearly every bin does: a search over the flat non-empty bins
+    # instead of a Python loop per bin, which took seconds on batches of one-shingle documents)
+    ne_flat = np.flatnonzero(~empty.reshape(-1))          # sorted row * k + col
+    idx = np.searchsorted(ne_flat, rows * k + cols, side="right")
+    nxt = ne_flat[np.minimum(idx, len(ne_flat) - 1)]
+    same_row = (idx < len(ne_flat)) & (nxt // k == rows)
+    first = np.argmax(~empty[rows], axis=1)                # the wrap-around: the row's first non-empty bin
+    sig[rows, cols] = orig[rows, np.where(same_row, nxt % k, first)]
     return sig
 
 
@@ -303,7 +329,10 @@ def signatures(texts: Sequence[str], lang: str, cfg) -> np.ndarray:
         tok, counts = _tokens(norm, lang, cfg)
         doc, h = _ngrams(tok, counts, ngram, cfg.seed)
         flat = out[i:j].reshape(-1)
-        key = doc * k + (h % np.uint64(k)).astype(np.int64)
+        # h mod k is h & (k - 1) for a power of two (the default 128), which numpy does much faster
+        bins = h & np.uint64(k - 1) if k & (k - 1) == 0 else h % np.uint64(k)
+        key = bins.view(np.int64)   # < k, so the same value as int64
+        key += doc * k
         np.minimum.at(flat, key, h)
         densify(out[i:j], cfg.seed)
         i = j

@@ -150,3 +150,71 @@ def test_clean_is_idempotent(text: str, lang: str) -> None:
 def test_clean_is_idempotent_on_any_unicode(text: str, lang: str) -> None:
     once = clean(text, lang)
     assert clean(once, lang) == once
+
+
+# --- the shortcuts: a stage skipped only where it would change nothing ---------------------------------
+
+def _clean_every_stage(text: str, lang: str) -> str:
+    """clean() with every substitution and table applied unconditionally (no 'is there anything to
+    do' checks): the definition the fast path must equal."""
+    import corpus.clean as c
+
+    if lang == "code":
+        return c._TRAILING_WS.sub("", text)
+
+    def segment(t: str) -> str:
+        t = c._NEWLINES.sub("\n", t)
+        t = c._HTML_DROP.sub("", t)
+        t = c._BLOCK_TAG.sub("\n", t)
+        t = c._INLINE_TAG.sub("", t)
+        t = c._ENTITY.sub(c._decode_entity, t)
+        t = t.translate(c._ZH_TABLE if lang == "zh" else c._PROSE_TABLE)
+        t = c._CITATION.sub("", t)
+        t = c._WIKI_LINK.sub(r"\1", t)
+        t = c._WIKI_STRAY.sub("", t)
+        t = c._WIKI_LINE.sub("", t)
+        if lang == "zh":
+            t = c._CJK_PUNCT.sub(c._full_punct, t)
+        t = c._SPACE_RUN.sub(" ", t)
+        t = c._LINE_EDGES.sub("", t)
+        t = c._BLANK_RUN.sub("\n\n", t)
+        return t.strip("\n")
+
+    def once(t: str) -> str:
+        if "```" not in t:
+            return segment(t)
+        out, pos = [], 0
+        for m in c._FENCE.finditer(t):
+            before = segment(t[pos:m.start()])
+            if before:
+                out.append(before)
+            out.append(c._TRAILING_WS.sub("", m.group(0)).strip("\n"))
+            pos = m.end()
+        rest = segment(t[pos:])
+        if rest:
+            out.append(rest)
+        return "\n\n".join(out)
+
+    for _ in range(8):
+        new = once(text)
+        if new == text:
+            break
+        text = new
+    return text
+
+
+_EDGY = st.sampled_from(list(" \t\n\r\x0b\x0c\x85\xa0\u2003\u3000\uff11\uff41中文ab.,:;!?|{}[]'_=-<>&#") +
+                        ["  ", " \n", "\n ", "\n\n\n", "\t\r\n", "中,文", "中. 文", "[1]", "&amp;", "<br>", "```",
+                         "[[a|b]]", "{|", "| a = b", "__TOC__", "\x00", "\u200b", "\ufeff"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_EDGY, max_size=50).map("".join), st.sampled_from(["zh", "en", "code"]))
+def test_clean_equals_every_stage_applied(text: str, lang: str) -> None:
+    assert clean(text, lang) == _clean_every_stage(text, lang)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(max_size=200), st.sampled_from(["zh", "en", "code"]))
+def test_clean_equals_every_stage_applied_on_any_unicode(text: str, lang: str) -> None:
+    assert clean(text, lang) == _clean_every_stage(text, lang)

@@ -342,3 +342,40 @@ def test_exact_key_fast_normalisation_equals_the_definition():
             assert exact_key(text, lang) == expected, (text, lang)
     # every fullwidth ASCII form decomposes to one ASCII character (what _nfkc relies on)
     assert all(unicodedata.normalize("NFKD", chr(c)) == chr(c - 0xFEE0) for c in range(0xFF01, 0xFF5F))
+
+
+def test_densify_fallback_is_the_next_non_empty_bin_circularly():
+    # Rows with one or two shingles exhaust the seeded attempts for most bins; the vectorised
+    # fallback must pick what a walk to the right (wrapping) picks.
+    from corpus import minhash
+
+    rng = np.random.default_rng(5)
+    m = np.full((40, 128), EMPTY, dtype=np.uint64)
+    for r in range(40):
+        cols = rng.choice(128, size=int(rng.integers(1, 3)), replace=False)
+        m[r, cols] = rng.integers(0, 2**63, size=len(cols), dtype=np.uint64)
+    got = densify(m.copy(), 7)
+    empty = m == EMPTY
+    plan = minhash._densify_plan(128, 7)
+    for r in range(40):
+        for c in np.flatnonzero(empty[r]).tolist():
+            src = next((int(plan[t, c]) for t in range(minhash._MAX_DENSIFY_TRIES) if not empty[r, plan[t, c]]),
+                       None)
+            if src is None:
+                src = next((c + d) % 128 for d in range(1, 128) if not empty[r, (c + d) % 128])
+            assert got[r, c] == m[r, src], (r, c)
+
+
+def test_signatures_do_not_depend_on_the_chunk_size(monkeypatch):
+    from corpus import minhash
+
+    rng = random.Random(2)
+    texts = ["".join(rng.choice(ZH_CHARS) for _ in range(rng.randint(0, 400))) for _ in range(60)]
+    texts += ["", "一二", "a b c", "x\ny\n\nz"]
+    for lang in ("zh", "en", "code"):
+        ref = signatures(texts, lang, CFG)
+        monkeypatch.setattr(minhash, "_CHUNK_CHARS", 97)
+        assert (signatures(texts, lang, CFG) == ref).all()
+        monkeypatch.setattr(minhash, "_CHUNK_CHARS", 1 << 30)
+        assert (signatures(texts, lang, CFG) == ref).all()
+        monkeypatch.undo()

@@ -302,3 +302,23 @@ def test_harmful_scan_at_literal_prefixes_equals_a_full_regex_scan(tmp_path: Pat
     # weights 1 ("[ch]asino", a group) and 2 ("x+", a repeat) have no literal start; 3 has "hot "
     assert lex.prefixes == (None, None, ("hot ",))
     assert q._lexicon("en", None).prefixes[0] is not None            # the shipped list takes the fast path
+
+
+def test_dup_ngram_fraction_equals_a_brute_force_count() -> None:
+    # The sort-then-candidates shortcut against the definition, on token sequences with many,
+    # few and no repeats: characters covered by an n-gram that already occurred earlier.
+    rng = np.random.default_rng(3)
+    for trial in range(200):
+        size = int(rng.integers(0, 120))
+        ids = rng.integers(0, int(rng.choice([2, 3, 8, 1000])), size=size).astype(np.uint64)
+        w = rng.integers(1, 9, size=size).astype(np.int64)
+        for n in range(2, 11):
+            seen: set[tuple[int, ...]] = set()
+            covered = np.zeros(size, dtype=bool)
+            for i in range(size - n + 1):
+                gram = tuple(ids[i:i + n].tolist())
+                if gram in seen:
+                    covered[i:i + n] = True
+                seen.add(gram)
+            expect = float(w[covered].sum() / w.sum()) if size >= n else 0.0
+            assert dup_ngram_fraction(ids, w, n) == pytest.approx(expect), (trial, n)
