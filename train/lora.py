@@ -210,6 +210,7 @@ def _run(cfg: LoraConfig, stopper: Any) -> dict[str, Any]:
         print(f"[train.lora] {result.status} at step {result.step}"
               + (f"; adapter written to {result.export}" if result.export else
                  f"; latest complete checkpoint: {result.checkpoint}"), flush=True)
+    runtime.leave_distributed()
     return result.to_dict()
 
 

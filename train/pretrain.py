@@ -177,6 +177,7 @@ def _run(cfg: PretrainConfig, stopper: Any) -> dict[str, Any]:
         print(f"[train.pretrain] {result.status} at step {result.step}"
               + (f"; model exported to {result.export}" if result.export else
                  f"; latest complete checkpoint: {result.checkpoint}"), flush=True)
+    runtime.leave_distributed()
     return result.to_dict()
 
 

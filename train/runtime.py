@@ -84,6 +84,17 @@ def init_distributed(cfg: RunConfig) -> None:
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
 
 
+def leave_distributed() -> None:
+    """Every rank leaves the process group together at the end of a run.
+
+    Exiting with the group still up lets a rank whose peer is already gone abort in the backend's
+    teardown ("terminate called without an active exception", SIGABRT) after a run that succeeded,
+    and the job is then reported as failed."""
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 def resolve_precision(cfg: RunConfig) -> str:
     if cfg.precision != "auto":
         if cfg.cpu and cfg.precision == "fp16":
