@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import wiki_dumps
 from conftest import ROOT
 from common.config import ConfigError
 from corpus.indexed import validate
@@ -71,30 +72,11 @@ def _page_text(i: int) -> str:
 
 def _make_multistream(folder: Path, pages: int, per_stream: int,
                       name: str = "enwiki-20240101-pages-articles-multistream") -> Path:
-    """A dump in Wikimedia's multistream shape (stream 0: header + siteinfo; streams of ``per_stream``
-    pages; a last one closing the root) and its index, ``offset:page_id:title`` per page, bz2."""
-    header = ('<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/" xml:lang="en">\n'
-              '  <siteinfo><sitename>Wikipedia</sitename><dbname>enwiki</dbname></siteinfo>\n').encode()
-    streams = [bz2.compress(header)]
-    index = []
-    offset = len(streams[0])
-    for first in range(0, pages, per_stream):
-        chunk = []
-        for i in range(first, min(pages, first + per_stream)):
-            pid = 1000 + i
-            text = _page_text(i if i % 9 != 4 else i - 1)   # every ninth page repeats the one before it
-            chunk.append(f"  <page>\n    <title>Page {i}</title>\n    <ns>0</ns>\n    <id>{pid}</id>\n"
-                         f"    <revision>\n      <id>{pid * 10}</id>\n      <text xml:space=\"preserve\">{text}</text>\n"
-                         f"    </revision>\n  </page>\n")
-            index.append(f"{offset}:{pid}:Page {i}\n")
-        data = bz2.compress("".join(chunk).encode())
-        streams.append(data)
-        offset += len(data)
-    streams.append(bz2.compress(b"</mediawiki>\n"))
-    dump = folder / f"{name}.xml.bz2"
-    dump.write_bytes(b"".join(streams))
-    (folder / f"{name}-index.txt.bz2").write_bytes(bz2.compress("".join(index).encode()))
-    return dump
+    """An en dump (tests/wiki_dumps.py) of prose pages; every ninth repeats the one before it."""
+    return wiki_dumps.make_multistream(
+        folder, name, pages, per_stream, lambda i: (f"Page {i}", 0, _page_text(i if i % 9 != 4 else i - 1)),
+        "en", "Wikipedia", "enwiki")
+
 
 def _counts(report) -> dict[str, dict]:
     drop = {"fingerprint", "shards", "docs", "audit"}

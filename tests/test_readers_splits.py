@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import wiki_dumps
 from corpus.reader import InputError
 from corpus.sources import byte_ranges, read_source, resolve_reader
 from corpus.sources.wiki import WikiOptions, read_xml
@@ -20,32 +21,13 @@ NAME = "zhwiki-20240101-pages-articles-multistream"
 
 
 def make_multistream(folder: Path, pages: int, per_stream: int, name: str = NAME, lang: str = "zh") -> Path:
-    """A dump in Wikimedia's multistream shape: stream 0 = header + siteinfo, then bz2 streams of
-    ``per_stream`` whole pages, then one holding ``</mediawiki>``; the index lists ``offset:page_id:title``
-    for every page (the offset of the stream holding it), bz2-compressed."""
-    header = (f'<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/" xml:lang="{lang}">\n'
-              '  <siteinfo><sitename>维基百科</sitename><dbname>zhwiki</dbname></siteinfo>\n').encode()
-    streams = [bz2.compress(header)]
-    index: list[str] = []
-    offset = len(streams[0])
-    for first in range(0, pages, per_stream):
-        chunk = []
-        for i in range(first, min(pages, first + per_stream)):
-            pid = 1000 + i
-            ns = 1 if i % 7 == 3 else 0
-            text = "#REDIRECT [[X]]" if i % 11 == 5 else f"第{i}页：关于'''测试'''的条目，见[[链接{i}|标签]]。{{{{模板|{i}}}}}&lt;b&gt;"
-            chunk.append(f"  <page>\n    <title>页面:{i}</title>\n    <ns>{ns}</ns>\n    <id>{pid}</id>\n"
-                         f"    <revision>\n      <id>{pid * 10}</id>\n      <text bytes=\"9\" xml:space=\"preserve\">{text}</text>\n"
-                         f"    </revision>\n  </page>\n")
-            index.append(f"{offset}:{pid}:页面:{i}\n")
-        data = bz2.compress("".join(chunk).encode())
-        streams.append(data)
-        offset += len(data)
-    streams.append(bz2.compress(b"</mediawiki>\n"))
-    dump = folder / f"{name}.xml.bz2"
-    dump.write_bytes(b"".join(streams))
-    (folder / f"{name}-index.txt.bz2").write_bytes(bz2.compress("".join(index).encode()))
-    return dump
+    """A zh dump (tests/wiki_dumps.py) with talk pages (ns 1) and redirects among the articles."""
+    def page(i: int) -> tuple[str, int, str]:
+        text = "#REDIRECT [[X]]" if i % 11 == 5 else f"第{i}页：关于'''测试'''的条目，见[[链接{i}|标签]]。{{{{模板|{i}}}}}&lt;b&gt;"
+        return f"页面:{i}", 1 if i % 7 == 3 else 0, text
+
+    return wiki_dumps.make_multistream(folder, name, pages, per_stream, page, lang, "维基百科", "zhwiki",
+                                       text_attrs=' bytes="9"')
 
 
 def read_ranges(layout: str, path: Path, ranges: list[tuple[int, int]], **options) -> tuple[list, Counter[str]]:
