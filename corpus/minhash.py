@@ -51,13 +51,7 @@ _S33 = np.uint64(33)
 
 def fmix64(x: np.ndarray) -> np.ndarray:
     """MurmurHash3's 64-bit finaliser, elementwise, in place on a fresh uint64 copy."""
-    x = np.array(x, dtype=np.uint64, copy=True)
-    x ^= x >> _S33
-    x *= _C1
-    x ^= x >> _S33
-    x *= _C2
-    x ^= x >> _S33
-    return x
+    return _fmix64_inplace(np.array(x, dtype=np.uint64, copy=True))
 
 
 def _mix_int(v: int) -> int:
