@@ -25,49 +25,28 @@ from typing import Any, Sequence
 from common.atomic import write_json
 from common.config import ConfigError
 from common.jsonl import read_json_object
-from train.config import RunConfig, TrainError, quiet_known_warnings, run_cli
+from train.config import TrainError, quiet_known_warnings, run_cli
+from train.instruct import InstructionConfig
 
 CAMA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 PROBE = "probe.safetensors"
 
 
 @dataclass(kw_only=True)
-class LoraConfig(RunConfig):
-    base: str                          # the Hugging Face checkpoint to tune (e.g. the pretrained model)
-    data: str                          # instruction records: JSON lines or a JSON array
-    tokenizer: str | None = None       # default: the base checkpoint's
-    template: str = "alpaca"           # a name in train/templates/ or a path
-    cutoff_len: int = 512
-    train_on_inputs: bool = False
-    add_eos: bool = True
-    val_set_size: int = 0
+class LoraConfig(InstructionConfig):
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     lora_target_modules: list[str] = field(default_factory=lambda: list(CAMA_TARGETS))
     load_in_8bit: bool = False
     load_in_4bit: bool = False
-    group_by_length: bool = False
     verify_adapter: bool = True
     export_dir: str | None = None      # default OUTPUT_DIR/adapter
-    # alpaca-lora's (and CaMA's) optimisation, instead of the pretraining defaults:
-    micro_batch_size: int = 4
-    batch_size: int | None = 128
-    learning_rate: float = 3e-4
-    num_epochs: float = 3.0
-    warmup_steps: int = 100
-    weight_decay: float = 0.0
-    adam_beta2: float = 0.999
-    lr_scheduler: str = "linear"
-    save_steps: int = 200
-    gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.lora_r < 1 or self.lora_alpha <= 0 or not 0 <= self.lora_dropout < 1:
             raise ConfigError("lora_r must be ≥ 1, lora_alpha > 0 and 0 ≤ lora_dropout < 1")
-        if self.cutoff_len < 8:
-            raise ConfigError(f"cutoff_len must be ≥ 8, got {self.cutoff_len}")
         if self.load_in_8bit and self.load_in_4bit:
             raise ConfigError("choose one of load_in_8bit and load_in_4bit")
         if (self.load_in_8bit or self.load_in_4bit) and (self.cpu or self.deepspeed):
@@ -148,53 +127,28 @@ def _run(cfg: LoraConfig, stopper: Any) -> dict[str, Any]:
     import torch
 
     from train import runtime
-    from train.data import Collator, ResumableSampler
-    from train.prompts import InstructionDataset, load_template, split
-    from train.tokenizer import check_vocab, load_tokenizer
+    from train.instruct import check_base_fits, evaluate_on, instruction_data
+    from train.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.base)
-    template = load_template(cfg.template)
     runtime.init_distributed(cfg)
     args = runtime.training_arguments(cfg)  # before the model: ZeRO-3 partitions the base as it loads
-    from transformers import AutoConfig
-
-    try:
-        base_config = AutoConfig.from_pretrained(cfg.base)
-    except (OSError, ValueError) as exc:
-        raise TrainError(f"base: cannot read a Hugging Face config from {cfg.base}: {exc}") from None
-    check_vocab(tokenizer, base_config.vocab_size, f"base {cfg.base}")
-    if cfg.cutoff_len > base_config.max_position_embeddings:
-        raise TrainError(f"cutoff_len {cfg.cutoff_len} is beyond the base model's "
-                         f"{base_config.max_position_embeddings} positions")
-    data = InstructionDataset(cfg.data, tokenizer, template, cfg.cutoff_len, cfg.train_on_inputs, cfg.add_eos)
-    if data.skipped and args.process_index == 0:
-        shown = "; ".join(data.skipped.examples[:5])
-        print(f"[train.lora] skipped {sum(data.skipped.values())} record(s) of {cfg.data}: "
-              f"{dict(data.skipped)} (e.g. {shown})", flush=True)
-    train_set, val_set = split(data, cfg.val_set_size, cfg.seed) if cfg.val_set_size else (data, None)
+    base_config = check_base_fits(cfg, tokenizer)
+    data = instruction_data(cfg, tokenizer, args, "train.lora")
+    train_set, val_set, sampler, collator = data.train_set, data.val_set, data.sampler, data.collator
 
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(runtime.resolve_precision(cfg), torch.float32)
     model = build_model(cfg, torch.float32 if cfg.deepspeed else dtype)
     if args.process_index == 0:
         model.print_trainable_parameters()
 
-    global_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
-    if len(train_set) < global_batch:
-        raise TrainError(f"{cfg.data}: {len(train_set)} training records, fewer than one global batch of "
-                         f"{global_batch} (lower batch_size or micro_batch_size)")
-    sampler = ResumableSampler(len(train_set), cfg.seed, lengths=train_set.lengths if cfg.group_by_length else None,
-                               group_by_length=cfg.group_by_length)
     saver = runtime.CompleteCheckpoints(runtime.sampler_position(sampler, args), cfg.keep_checkpoints,
                                         runtime.run_fingerprint(cfg, kind="lora"))
-    collator = Collator(pad_id=tokenizer.pad_token_id)
-    if val_set is not None:
-        args.eval_strategy = "steps"
-        args.eval_steps = cfg.eval_steps or cfg.save_steps
-        args.prediction_loss_only = True  # the loss is what is logged: no vocabulary-wide logits gathered
+    evaluate_on(args, cfg, val_set)
     trainer = runtime.SuiteTrainer(
         model=model, args=args, train_dataset=train_set, eval_dataset=val_set, data_collator=collator,
         callbacks=[stopper, saver], sampler=sampler,
-        flops_per_token=runtime.flops_per_token(base_config, cfg.cutoff_len),
+        flops_per_token=runtime.flops_per_token(base_config, data.flops_seq_length),
         peak_tflops=runtime.device_peak_tflops(cfg))
     result = runtime.train(trainer, cfg, stopper, saver)
     if result.status == "completed":
