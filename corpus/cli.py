@@ -1,4 +1,4 @@
-"""``python -m corpus``: build, plan, run-task, mix, report, train-tokenizer, inspect, validate, merge.
+"""``python -m corpus``: build, plan, run-task, mix, report, train-tokenizer, inspect, validate, calibrate, merge.
 
 Errors a user can act on (bad config, missing input, corrupt index, a tokenizer other than the
 data's) are caught once, by :func:`common.cli.run`, and printed as one line on stderr,
@@ -203,6 +203,16 @@ def _merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibrate(args: argparse.Namespace) -> int:
+    import json
+
+    from corpus.calibrate import format_figures, main as calibrate
+
+    figures = calibrate(args.labelled, args.config)
+    print(json.dumps(figures, ensure_ascii=False) if args.json else format_figures(figures))
+    return 0
+
+
 def _sidecar_report(prefix: str) -> dict | None:
     try:
         return read_json_object(prefix + ".json")
@@ -313,6 +323,13 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--tokenizer", help="check tokens against its vocabulary, and that it is the tokenizer "
                                        "the data was built with (the sha256 in PREFIX.json)")
     v.set_defaults(func=_validate)
+
+    cal = sub.add_parser("calibrate", help="the quality rules' false positives and recall on labelled documents")
+    cal.add_argument("--labelled", required=True, help='JSON lines: {"text", "lang": zh|en, "label": '
+                                                       'clean|junk|harmful, "genre", "source"}')
+    cal.add_argument("--config", help="filter thresholds (QualityConfig YAML; default: the built-in defaults)")
+    cal.add_argument("--json", action="store_true", help="the figures as one JSON object")
+    cal.set_defaults(func=_calibrate)
 
     m = sub.add_parser("merge", help="concatenate .bin/.idx shards (built with one tokenizer)")
     m.add_argument("output")

@@ -2,7 +2,9 @@
 
 Reads ``OUT/report.json`` (written by the pipeline) and the per-source indexes, and writes
 ``OUT/report.md`` with PNG plots beside it: documents kept and dropped per source and reason,
-rejections per filter rule, sample-length histograms, and each source's token share in the mix.
+rejections per filter rule — each rule with how many documents it dropped and a few short snippets of
+them from the sources' audit samples (``rejected.jsonl``), so false positives show at a glance —,
+sample-length histograms, and each source's token share in the mix.
 matplotlib runs headless (Agg); plots are written under temporary names and renamed.
 """
 
@@ -151,11 +153,52 @@ def write_report(out: str | os.PathLike) -> Path:
         plt.close(fig)
 
     md = out / "report.md"
-    write_text(md, _markdown(report, flow, bool(rules), bool(mix)))
+    write_text(md, _markdown(report, flow, bool(rules), bool(mix), out))
     return md
 
 
-def _markdown(report: dict[str, Any], flow: dict[str, dict[str, int]], has_rules: bool, has_mix: bool) -> str:
+SNIPPETS_PER_RULE = 3
+SNIPPET_CHARS = 160
+
+
+def snippet(text: str, limit: int = SNIPPET_CHARS) -> str:
+    """One line of a dropped document for the report: whitespace runs as one space, Markdown's
+    specials escaped, cut at ``limit`` characters with an ellipsis."""
+    flat = " ".join(text.split())
+    cut = flat if len(flat) <= limit else flat[:limit].rstrip() + "…"
+    return "".join("\\" + c if c in "\\`*_[]<>#|" else c for c in cut)
+
+
+def _audit(out: Path, source: dict[str, Any]) -> list[dict[str, Any]]:
+    """The source's audit sample of rejected documents (``rejected.jsonl``), or none if it is gone."""
+    from common.jsonl import iter_jsonl
+
+    named = source["prepare"].get("audit")
+    for path in ([Path(named)] if named else []) + [out / source["name"] / "rejected.jsonl"]:
+        if path.is_file():
+            return [obj for _, obj in iter_jsonl(path, on_error="skip") if isinstance(obj, dict)]
+    return []
+
+
+def rule_samples(report: dict[str, Any], out: Path) -> list[tuple[str, dict[str, int], list[tuple[str, str]]]]:
+    """Per rule, most documents first: {source: documents it dropped}, and up to
+    :data:`SNIPPETS_PER_RULE` (source, snippet) pairs from the sources' audit samples."""
+    counts: dict[str, dict[str, int]] = {}
+    samples: dict[str, list[tuple[str, str]]] = {}
+    for s in report["sources"]:
+        for rule, n in s["prepare"]["rejected"].items():
+            counts.setdefault(rule, {})[s["name"]] = n
+        for a in _audit(out, s):
+            got = samples.setdefault(str(a.get("rule")), [])
+            if len(got) < SNIPPETS_PER_RULE and isinstance(a.get("text"), str):
+                got.append((s["name"], snippet(a["text"])))
+    order = sorted(counts, key=lambda r: (-sum(counts[r].values()), r))
+    return [(r, counts[r], samples.get(r, [])) for r in order]
+
+
+def _markdown(report: dict[str, Any], flow: dict[str, dict[str, int]], has_rules: bool, has_mix: bool,
+              out: Path | None = None) -> str:
+    out = out if out is not None else Path(".")
     categories = list(next(iter(flow.values())))
     lines = ["# Corpus build report", "", "## Documents per source", "",
              "| source | " + " | ".join(categories) + " | sequences | tokens |",
@@ -166,11 +209,17 @@ def _markdown(report: dict[str, Any], flow: dict[str, dict[str, int]], has_rules
                      + f" | {counts.get('sequences', 0):,} | {counts.get('tokens', 0):,} |")
     lines += ["", "![documents per source](documents.png)", ""]
     if has_rules:
-        lines += ["## Rejections per rule", "", "![rejections per rule](rejections.png)", ""]
-        for s in report["sources"]:
-            for rule, n in s["prepare"]["rejected"].items():
-                lines.append(f"- {s['name']}: {rule} {n:,} (examples in `{s['prepare'].get('audit', '—')}`)")
-        lines.append("")
+        lines += ["## Rejections per rule", "", "![rejections per rule](rejections.png)", "",
+                  "Each rule with the documents it dropped (the first rule each failed) and a few of them, "
+                  "so false positives show at a glance; the full audit sample is each source's `rejected.jsonl`.", ""]
+        for rule, per_source, snippets in rule_samples(report, out):
+            total = sum(per_source.values())
+            lines.append(f"### `{rule}`: {total:,} document{'s' if total != 1 else ''}")
+            lines.append("")
+            lines.append(", ".join(f"{name} {n:,}" for name, n in per_source.items()))
+            lines.append("")
+            lines += [f"> {name}: {snippet}" + "  " for name, snippet in snippets]
+            lines.append("")
     skipped = [(s["name"], r, n) for s in report["sources"] for r, n in s["prepare"]["skipped_by_reader"].items()]
     if skipped:
         lines += ["## Records the readers skipped", ""] + [f"- {name}: {r} {n:,}" for name, r, n in skipped] + [""]

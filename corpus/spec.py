@@ -3,8 +3,9 @@
 A build is a list of sources. Each source names a layout (a reader of ``corpus.sources``: a name
 such as ``wiki`` or ``jsonl``, or ``module:function``) with its options, its paths and
 language, and the document steps it goes through (``steps:``, default ``[clean, filter]``; ``[]`` for
-``jsonl``). ``dedup`` (exact + near, per source or global; ``null``: none) applies to every source
-that goes through a prepare stage. The plan (:mod:`corpus.plan`) is derived from this config alone.
+``jsonl``; ``to_simplified: tw2s`` — any OpenCC profile of :mod:`corpus.sources.simplify` — puts the
+Traditional → Simplified step ``simplify:tw2s`` first). ``dedup`` (exact + near, per source or global;
+``null``: none) applies to every source that goes through a prepare stage. The plan (:mod:`corpus.plan`) is derived from this config alone.
 
 A JSON-lines build is the config with one ``jsonl`` source, no steps and ``dedup: null``: its files
 go straight to the tokenize + pack stage (split in ``shards`` contiguous file ranges), with no
@@ -62,6 +63,7 @@ class SourceSpec:
     samples: int | None = None       # mix: a target sample count …
     weight: float | None = None      # … or a weight (with total_samples)
     shards: int | None = None        # prepare (or, for a direct jsonl source, build) tasks; None: shards_per_source
+    to_simplified: bool | str | None = None   # zh: OpenCC profile t2s|tw2s|tw2sp|hk2s|hk2sp (true: t2s) as a first step
 
     def __post_init__(self) -> None:
         where = f"source {self.name!r}"
@@ -74,12 +76,16 @@ class SourceSpec:
             raise ConfigError(f"{where}: shards: must be >= 1, got {self.shards}")
         if self.steps is not None:
             check_step_names(self.steps, f"{where}: steps")
+        from corpus.sources.simplify import profile
+
+        self.to_simplified = profile(self.to_simplified, f"{where}: key 'to_simplified'")
 
     @property
     def step_names(self) -> list[str]:
+        first = [f"simplify:{self.to_simplified}"] if self.to_simplified else []
         if self.steps is not None:
-            return list(self.steps)
-        return [] if self.layout == JSONL else list(DEFAULT_STEPS)
+            return first + list(self.steps)
+        return first + ([] if self.layout == JSONL else list(DEFAULT_STEPS))
 
     def direct_fields(self) -> DirectFields | None:
         """The record keys the build's fast path reads, when the ``jsonl`` options are that simple

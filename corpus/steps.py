@@ -6,8 +6,9 @@ reason, with a few ``file:line`` (or id) examples per reason. Steps hold no stat
 beyond their counters, so a chain of them streams: memory does not grow with the input.
 
 The document steps a source may name in its ``steps:`` list are in :data:`STEPS` (``clean``,
-``filter``); the whole-corpus steps — exact + near dedup, tokenize + pack, write ``.bin/.idx``, mix —
-need every document (or every source) at once and are stages of the plan (:mod:`corpus.plan`).
+``filter``, and ``simplify:PROFILE``: OpenCC Traditional → Simplified, the step a source's
+``to_simplified`` puts first); the whole-corpus steps — exact + near dedup, tokenize + pack, write
+``.bin/.idx``, mix — need every document (or every source) at once and are stages of the plan (:mod:`corpus.plan`).
 Unknown names fail when the config loads, naming the known ones (:func:`check_step_names`).
 """
 
@@ -57,6 +58,7 @@ class Step:
     (the reason it is dropped)."""
 
     name = "step"
+    takes_arg = False   # True: named "name:ARG" in a steps list, ARG passed to __init__
 
     def __init__(self) -> None:
         self.stats = StepStats()
@@ -117,19 +119,53 @@ class Filter(Step):
         return doc if rule is None else rule
 
 
-STEPS: dict[str, type[Step]] = {"clean": Clean, "filter": Filter}
+class Simplify(Step):
+    """Traditional → Simplified with the OpenCC profile of its name's argument (``simplify:tw2s``;
+    a source's ``to_simplified: tw2s`` puts it first), on the text and a ``title`` in meta."""
+
+    name = "simplify"
+    takes_arg = True
+
+    def __init__(self, lang: str, quality: QualityConfig | None = None, profile: str = "t2s") -> None:
+        super().__init__()
+        from corpus.sources.simplify import converter
+        from corpus.sources.simplify import profile as check_profile
+
+        self.convert = converter(check_profile(profile) or "t2s")
+
+    def apply(self, doc: Document) -> Document | str:
+        doc.text = self.convert(doc.text)
+        if isinstance(doc.meta.get("title"), str):
+            doc.meta["title"] = self.convert(doc.meta["title"])
+        return doc
+
+
+STEPS: dict[str, type[Step]] = {"clean": Clean, "filter": Filter, "simplify": Simplify}
 DEFAULT_STEPS = ("clean", "filter")
 
 
 def check_step_names(names: Iterable[str], where: str) -> None:
-    for i, name in enumerate(names):
+    """A step is a name of STEPS, ``name:ARG`` for one that takes an argument (``simplify:tw2s``)."""
+    for i, full in enumerate(names):
+        name, colon, arg = full.partition(":")
         if name not in STEPS:
-            raise ConfigError(f"{where}[{i}]: unknown step {name!r} (known: {', '.join(STEPS)}; dedup, pack, "
+            raise ConfigError(f"{where}[{i}]: unknown step {full!r} (known: {', '.join(STEPS)}; dedup, pack, "
                               f"write and mix are stages of every plan)")
+        if bool(colon) != STEPS[name].takes_arg:
+            form = f"{name}:ARG" if colon == "" else name
+            raise ConfigError(f"{where}[{i}]: step {full!r}: write it {form!r}")
+        if name == "simplify":
+            from corpus.sources.simplify import profile
+
+            profile(arg, f"{where}[{i}]: step {full!r}")
 
 
 def make_steps(names: Iterable[str], lang: str, quality: QualityConfig | None) -> list[Step]:
-    return [STEPS[n](lang, quality) for n in names]
+    steps: list[Step] = []
+    for full in names:
+        name, colon, arg = full.partition(":")
+        steps.append(STEPS[name](lang, quality, arg) if colon else STEPS[name](lang, quality))  # type: ignore[call-arg]
+    return steps
 
 
 def chain(docs: Iterable[Document], steps: list[Step]) -> Iterator[Document]:

@@ -119,10 +119,11 @@ def test_every_layout_goes_through(tokenizer_path, tmp_path):
     assert by_name["wiki_zh"]["prepare"]["skipped_by_reader"]["redirect"] == 2
     assert by_name["github"]["prepare"]["skipped_by_reader"]["vendored"] == 3
     assert by_name["english"]["prepare"]["rejected"] == {"length": 1}
-    # The web sample: spam pages fail the harmful-density rule, a navigation page the word rules, and
+    # The web sample: spam pages fail the harmful-density rule, a navigation page the word rules (no
+    # stop words; its "|" separators are layout, not non-alphabetic words, since issue 13), and
     # the same article with a one-word edit is a near duplicate of the first (which stays).
     web = by_name["web"]["prepare"]
-    assert web["rejected"] == {"alpha_words": 1, "harmful": 2}
+    assert web["rejected"] == {"stop_words": 1, "harmful": 2}
     assert (web["exact_duplicates"], web["near_duplicates"], web["kept"]) == (0, 1, 2)
     audit = [json.loads(line) for line in (tmp_path / "out" / "english" / "rejected.jsonl").open()]
     assert [a["rule"] for a in audit] == ["length"]

@@ -123,7 +123,7 @@ def test_dup_line_chars() -> None:
     long_line = "This long footer line about the terms of use of the website is repeated on every single page"
     doc = "\n".join(lines + [long_line, long_line, long_line])
     assert check(doc, "en", CFG) == "dup_line_chars"
-    relaxed = QualityConfig(max_dup_line_chars=0.5, top_ngram_max=[1.0] * 3, dup_ngram_max=[1.0] * 6)
+    relaxed = QualityConfig(max_dup_line_chars=0.5, top_ngram_max_en=[1.0] * 3, dup_ngram_max_en=[1.0] * 6)
     assert check(doc, "en", relaxed) is None
 
 
@@ -155,9 +155,9 @@ def test_top_ngram_zh_uses_characters() -> None:
 def test_dup_ngram() -> None:
     # A sentence repeated inside one line: no duplicate lines, but repeated 5..10-grams.
     sentence = "三峡大坝是世界上最大的水力发电站之一，"
-    doc = GOOD_ZH + sentence * 6
-    assert check(doc, "zh", QualityConfig(top_ngram_max=[1.0, 1.0, 1.0])) == "dup_5gram"
-    cfg = QualityConfig(top_ngram_max=[1.0, 1.0, 1.0], dup_ngram_max=[1.0] * 6)
+    doc = GOOD_ZH + sentence * 12
+    assert check(doc, "zh", QualityConfig(top_ngram_max_zh=[1.0, 1.0, 1.0])) == "dup_5gram"
+    cfg = QualityConfig(top_ngram_max_zh=[1.0, 1.0, 1.0], dup_ngram_max_zh=[1.0] * 6)
     assert check(doc, "zh", cfg) is None
 
 
@@ -181,7 +181,8 @@ def test_first_failing_rule_is_reported() -> None:
     # Long enough, Latin-heavy and full of symbols: cjk_ratio precedes symbol_ratio.
     doc = "中文" + " ".join(f"#x{i}…" for i in range(60))
     assert check(doc, "zh", CFG) == "cjk_ratio"
-    assert check(doc, "zh", QualityConfig(min_cjk_ratio=0.0)) == "symbol_ratio"
+    assert check(doc, "zh", QualityConfig(min_cjk_ratio=0.0)) == "punct_per_cjk"
+    assert check(doc, "zh", QualityConfig(min_cjk_ratio=0.0, min_punct_per_cjk=0.0)) == "symbol_ratio"
     assert RULE_NAMES[:3] == ["length", "harmful", "cjk_ratio"]
     assert RULE_NAMES.index("dup_lines") < RULE_NAMES.index("top_2gram") < RULE_NAMES.index("dup_5gram")
 
@@ -214,8 +215,8 @@ def test_unknown_yaml_key_rejected_by_name(tmp_path: Path) -> None:
 
 def test_wrong_ngram_list_length_rejected(tmp_path: Path) -> None:
     path = tmp_path / "f.yaml"
-    path.write_text("top_ngram_max: [0.2, 0.1]\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match="top_ngram_max"):
+    path.write_text("top_ngram_max_zh: [0.2, 0.1]\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="top_ngram_max_zh"):
         load_quality_config(path)
 
 
@@ -275,8 +276,7 @@ def test_line_and_symbol_counts_equal_their_regexes() -> None:
     for text in _random_texts(1, 2000):
         assert q._count_bullet_lines(text) == len(q._BULLET_LINE.findall(text)), repr(text)
         assert q._count_ellipsis_lines(text) == len(q._ELLIPSIS_END.findall(text)), repr(text)
-        t = text
-        assert t.count("...") + t.count("…") - t.count("……") == len(q._ELLIPSIS.findall(t)), repr(text)
+        assert q._count_ellipses(text) == len(q._ELLIPSIS.findall(text)), repr(text)
         for w in text.split():   # the alpha-word shortcut never says "letter" where the regex would not
             assert not w.strip(q._PUNCT).isalpha() or q._HAS_ALPHA.search(w), w
 
@@ -322,3 +322,89 @@ def test_dup_ngram_fraction_equals_a_brute_force_count() -> None:
                 seen.add(gram)
             expect = float(w[covered].sum() / w.sum()) if size >= n else 0.0
             assert dup_ngram_fraction(ids, w, n) == pytest.approx(expect), (trial, n)
+
+
+# --- CJK-aware n-gram units (issue 13) ---------------------------------------------------------------------
+
+def test_zh_units_cjk_characters_and_latin_words() -> None:
+    from corpus.quality import zh_units
+
+    assert zh_units("我用iPhone 15拍照，很清楚。") == ["我", "用", "iPhone", "15", "拍", "照", "很", "清", "楚"]
+    assert zh_units("——“”（）《》") == []   # punctuation is not a unit
+
+
+def test_repeated_product_name_counts_as_words_not_letters() -> None:
+    # "ThinkPad" three times: with character units its letters made 5..10-grams repeat (8 characters,
+    # each repeat a run of duplicate n-grams); as one word each it is three single units.
+    doc = GOOD_ZH + "我的ThinkPad很好用，ThinkPad的键盘舒服，同事也买了ThinkPad。"
+    from corpus.quality import _Doc
+
+    d = _Doc(doc, "zh")
+    ids, w = d.tokens("mixed")
+    assert w.max() == len("ThinkPad") and (w == 1).sum() == w.size - 3
+    old = dup_ngram_fraction(*d.tokens("chars"), 5)
+    new = dup_ngram_fraction(ids, w, 5)
+    assert old > 0 and new == 0.0
+    assert check(doc, "zh", CFG) is None
+
+
+def test_chars_units_keep_the_old_rule_for_comparison() -> None:
+    cfg = QualityConfig(ngram_units_zh="chars", dup_ngram_max_zh=[0.15, 0.14, 0.13, 0.12, 0.11, 0.10],
+                        top_ngram_max_zh=[0.20, 0.18, 0.16])
+    sentence = "三峡大坝是世界上最大的水力发电站之一，"
+    assert check(GOOD_ZH + sentence * 3, "zh", cfg) == "dup_5gram"
+    with pytest.raises(ValueError, match="ngram_units_zh"):
+        QualityConfig(ngram_units_zh="words")
+
+
+def test_punct_per_cjk_rejects_keyword_lists() -> None:
+    words = "\n".join(f"{w} {i} n" for i, w in enumerate(["长江", "黄河", "珠江", "淮河", "海河", "辽河"] * 10))
+    assert check(words, "zh", CFG) == "punct_per_cjk"
+    assert check(GOOD_ZH, "zh", CFG) is None
+
+
+def test_terminal_lines_rejects_index_pages() -> None:
+    index = "\n".join(f"function_{i}() (in module os{i})" for i in range(60)) + "\nthe and of the"
+    assert check(index, "en", CFG) == "terminal_lines"
+    assert check(GOOD_EN, "en", CFG) is None
+
+
+def test_harmful_news_context_cancels_matches() -> None:
+    report = ("本报讯记者报道：市公安局治安支队依法查处了一批提供色情服务的美容美发店，取缔色情网站三家。"
+              "警方表示，将继续整治色情服务，打击违法犯罪。") + GOOD_ZH
+    assert check(report, "zh", CFG) is None
+    spam = "色情视频免费看，成人视频、激情视频每日更新，加微信看更多色情内容。\n" + GOOD_ZH
+    assert check(spam, "zh", CFG) == "harmful"
+
+
+def test_negative_weights_never_below_zero(tmp_path: Path) -> None:
+    words = tmp_path / "words.txt"
+    words.write_text("foo @2\nnews @-5\n", encoding="utf-8")
+    assert harmful_density("news news foo", "en", str(words))[0] == 0.0
+    assert harmful_density("foo foo", "en", str(words))[0] == 4.0
+
+
+def test_zh_unit_ids_at_numpy_speed_equal_the_regex_units() -> None:
+    """The numpy unit ids (BMP text) against zh_units: equal ids exactly where the units are equal
+    strings, weights = unit lengths; on generated text full of edge cases (digits, Latin words
+    glued to CJK, fullwidth letters, underscores, kana, punctuation, an astral character)."""
+    import random
+
+    from corpus import quality as q
+
+    rng = random.Random(5)
+    atoms = ["长", "江", "单", "US", "us", "iPhone", "15", "ＡＢ", "_", "a_b", "é", "naïve", "カナ", "，", "。",
+             "“", "”", " ", "\n", "x", "xx", "3.14", "-", "ThinkPad", "𠀀", "Ⅻ", "²"]
+    for _ in range(500):
+        text = "".join(rng.choice(atoms) for _ in range(rng.randint(0, 60)))
+        units = q.zh_units(text)
+        ids, w = q._Doc(text, "zh").tokens("mixed")
+        assert w.tolist() == [len(u) for u in units], text
+        first: dict[str, int] = {}
+        by_string = [first.setdefault(u, len(first)) for u in units]
+        first_id: dict[int, int] = {}
+        by_id = [first_id.setdefault(int(i), len(first_id)) for i in ids]
+        assert by_id == by_string, text
+    # CPython gives "US" and "单" the same str hash (same raw bytes): they must stay different units
+    ids, _ = q._Doc("单US单US", "zh").tokens("mixed")
+    assert ids[0] == ids[2] and ids[1] == ids[3] and ids[0] != ids[1]

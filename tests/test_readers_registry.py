@@ -120,8 +120,8 @@ def test_options_are_typed_and_checked_up_front(tmp_path: Path) -> None:
         check_source("leetcode", {"fields": {"statment": "x"}}, where="src")
     with pytest.raises(OptionsError, match=r"key 'format': 'xml' is not one of auto, lines, json"):
         check_source("english", {"format": "xml"})
-    with pytest.raises(OptionsError, match=r"key 'to_simplified': expected true or false"):
-        check_source("wiki", {"to_simplified": "yes"})
+    with pytest.raises(OptionsError, match=r"key 'to_simplified': 'tw2z' is not an OpenCC profile .*\(did you mean 'tw2s'\?\) \(known: t2s, tw2s, tw2sp, hk2s, hk2sp; true = t2s"):
+        check_source("wiki", {"to_simplified": "tw2z"})
     with pytest.raises(OptionsError, match=r"byte_range.*0 <= start <= end"):
         check_source("english", {"byte_range": [10, 2]})
     with pytest.raises(OptionsError, match=r"chunk_bytes.*>= 1"):

@@ -207,7 +207,7 @@ def test_wikitext_hard_cases() -> None:
     out = strip_wikitext(src)
     assert out == (
         "Bold and it label kept Plains.\nHeading\nitem one\nitem two\n"
-        "See the site and the category.\nUnbalanced  brace stays harmless."
+        "See the site and the category.\nUnbalanced brace stays harmless."
     )
 
 

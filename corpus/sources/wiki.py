@@ -15,7 +15,15 @@ open at a range's end is closed, so every range parses on its own and the pages 
 order, are the pages of the whole dump.
 
 zh Wikipedia mixes Traditional and Simplified text; CaMA trains on Simplified, so ``to_simplified``
-converts with OpenCC's ``t2s`` profile (the maintained converter, phrase-aware — not a char table).
+converts text and title with an OpenCC profile (:mod:`corpus.sources.simplify`: ``true`` is ``t2s``;
+``tw2s``/``tw2sp``/``hk2s``… for Taiwan and Hong Kong text; any source can do the same with the
+source-level ``to_simplified`` key).
+
+``tables``: ``drop`` (the default) removes tables, ``text`` keeps each row as a line of its cells joined
+by " | " (see :mod:`corpus.sources.wikitext`). Dropping is the default because a table's rows are not
+prose: kept, they are short lines of numbers and names that the line-based quality rules count
+against the whole article (a long table can get the article's prose rejected with it); WikiExtractor,
+the usual dump-to-text tool, drops them too.
 """
 
 from __future__ import annotations
@@ -26,14 +34,16 @@ import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Literal
 
 from corpus.document import Document
 from corpus.reader import STREAM_ERRORS, InputError, open_binary
 from corpus.sources.common import file_stem, iter_records
 from corpus.sources.options import JsonOptions, check_byte_range, record_id
+from corpus.sources.simplify import converter, profile
+from corpus.sources.wikitext import strip_wikitext
 
 _XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 # "#REDIRECT" in every wiki; zh also uses "#重定向". Case-insensitive, leading spaces allowed.
@@ -51,11 +61,13 @@ class WikiOptions:
     """Options of the ``wiki`` (XML dump) layout."""
 
     lang: str | None = None          # "zh"/"en"; None: from the file name ("zhwiki-…") or <mediawiki xml:lang>
-    to_simplified: bool = False      # zh: Traditional → Simplified with OpenCC t2s
+    to_simplified: bool | str | None = False   # zh: an OpenCC profile (t2s, tw2s, tw2sp, hk2s, hk2sp); true = t2s
+    tables: Literal["drop", "text"] = "drop"   # text: each table row as a line, cells joined by " | "
     byte_range: list[int] | None = None   # [start, end): the bz2 streams of one split of a multistream dump
     index: str | None = None         # the multistream index (byte_ranges); None: next to the dump, by name
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "to_simplified", profile(self.to_simplified))
         check_byte_range(self.byte_range)
         if self.byte_range is not None:
             object.__setattr__(self, "byte_range", [int(self.byte_range[0]), int(self.byte_range[1])])
@@ -66,17 +78,13 @@ class WikiJsonOptions(JsonOptions):
     """Options of the ``wiki_json`` (WikiExtractor JSON lines) layout."""
 
     lang: str | None = None
-    to_simplified: bool = False
+    to_simplified: bool | str | None = False   # an OpenCC profile, as for the XML layout
 
     FIELDS: ClassVar[dict[str, tuple[str, ...]]] = {"text": ("text",), "title": ("title",), "id": ("id",), "url": ("url",)}
 
-
-@lru_cache(maxsize=1)
-def _t2s() -> Callable[[str], str]:
-    """The OpenCC converter, built once per process (loading its dictionaries costs ~10 ms)."""
-    import opencc  # imported lazily: only zh builds with to_simplified need it
-
-    return opencc.OpenCC("t2s").convert
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "to_simplified", profile(self.to_simplified))
 
 
 def _local(tag: str) -> str:
@@ -104,16 +112,15 @@ def _lang_from_stem(path: Path) -> str | None:
 
 def _finish(text: str, title: str, opts: WikiOptions | WikiJsonOptions) -> tuple[str, str]:
     if opts.to_simplified:
-        convert = _t2s()
+        convert = converter(str(opts.to_simplified))
         return convert(text), convert(title)
     return text, title
 
 
 def read_xml(path: Path, skips: Counter[str], options: WikiOptions | None = None) -> Iterator[Document]:
     """One Document per article page; id ``wiki_<lang>:<page id>``."""
-    from corpus.sources.wikitext import strip_wikitext
-
     opts = options or WikiOptions()
+    strip = partial(strip_wikitext, tables=opts.tables)
     lang = opts.lang or _lang_from_stem(path)
     byte_range = opts.byte_range
     if byte_range is not None and not path.name.endswith(".bz2"):
@@ -138,7 +145,7 @@ def read_xml(path: Path, skips: Counter[str], options: WikiOptions | None = None
                     continue
                 if _local(elem.tag) != "page":
                     continue
-                doc = _page(elem, path, lang or "xx", opts, skips, strip_wikitext)
+                doc = _page(elem, path, lang or "xx", opts, skips, strip)
                 # clear the page and detach it from the root so finished pages do not accumulate
                 elem.clear()
                 if root is not None:
@@ -234,7 +241,7 @@ def _header_lang(path: Path) -> str | None:
     return m.group(1).decode("ascii", "replace") if m else None
 
 
-def _page(page: ET.Element, path: Path, lang: str, opts: WikiOptions | WikiJsonOptions, skips: Counter[str], strip: Callable[[str], str]) -> Document | None:
+def _page(page: ET.Element, path: Path, lang: str, opts: WikiOptions | WikiJsonOptions, skips: Counter[str], strip: Callable[..., str]) -> Document | None:
     title = _child_text(page, "title")
     ns = _child_text(page, "ns")
     page_id = _child_text(page, "id")
@@ -250,7 +257,7 @@ def _page(page: ET.Element, path: Path, lang: str, opts: WikiOptions | WikiJsonO
         skips["redirect"] += 1
         return None
     try:
-        text = strip(raw)
+        text = strip(raw, lang=lang)
     except RecursionError:   # absurdly deep nesting in one page: skip the page, not the dump
         skips["unparsable_markup"] += 1
         return None
