@@ -202,8 +202,9 @@ def old_rules(tmp: str | os.PathLike) -> QualityConfig:
     with it; bench/quality.py also runs the old module itself): zh n-grams over every non-space
     character with Gopher's word thresholds, cjk_ratio 0.3, no punctuation or line-ending rules,
     and the shipped harmful lexicons without their negative-weight context lines (written to
-    ``tmp``; the spam phrases added with them stay). The en changes to word statistics (layout
-    tokens, dotted leaders) have no switch and apply here too."""
+    ``tmp``; the spam phrases added with them stay), no spam score. The en changes to word
+    statistics (layout tokens and lines, dotted leaders, sentence ends inside lines) have no switch
+    and apply here too."""
     from importlib import resources
     from pathlib import Path
 
@@ -216,5 +217,5 @@ def old_rules(tmp: str | os.PathLike) -> QualityConfig:
         files[lang] = str(path)
     return QualityConfig(ngram_units_zh="chars", top_ngram_max_zh=[0.20, 0.18, 0.16],
                          dup_ngram_max_zh=[0.15, 0.14, 0.13, 0.12, 0.11, 0.10], min_cjk_ratio=0.3,
-                         min_punct_per_cjk=0.0, min_terminal_lines_en=0.0,
+                         min_punct_per_cjk=0.0, min_terminal_lines_en=0.0, max_spam_score=float("inf"),
                          harmful_zh_file=files["zh"], harmful_en_file=files["en"])

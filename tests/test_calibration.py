@@ -55,13 +55,36 @@ def test_real_clean_chinese_is_kept(figures) -> None:
 
 
 def test_real_clean_english_mostly_kept(figures) -> None:
-    # target ≤ 2 %; measured 7.0 % (10 of 143), NOT met: 7 mailing-list posts made mostly of quoted
-    # code, logs, file lists or ASCII diagrams, and 3 handbook/HOWTO sections of command tables or
-    # repeated examples (old rules: 15.4 %). The bound holds today's figure against regressions.
-    assert figures["overall"]["clean_dropped_en"] <= 0.08
+    # target ≤ 2 %; measured 4.9 % (7 of 143), NOT met (old rules 15.4 %; 7.0 % before layout lines
+    # and mid-line sentence ends). Left: two handbook/HOWTO pages repeating command examples, mails
+    # of benchmark numbers and of a repeated dependency log, a newsletter repeating a paragraph
+    # four times, and two hard-ham-1 commercial newsletters the spam rule takes. The bound holds
+    # today's figure against regressions.
+    assert figures["overall"]["clean_dropped_en"] <= 0.05
     by = {(g["lang"], g["label"], g["genre"]): g for g in figures["groups"]}
     for genre in ("legal", "literary"):
         assert by[("en", "clean", genre)]["dropped"] == 0, genre
+    assert by[("en", "clean", "technical")]["dropped"] <= 2
+    rules = {r["rule"]: r for r in figures["rules"]}
+    # layout lines: no clean en document is a "bullet list" of quoted lines or lacks sentence ends
+    for rule in ("bullet_lines", "terminal_lines"):
+        assert rules[rule]["false_positive_by_genre"].get("en/email", 0) == 0, rule
+        assert rules[rule]["false_positive_by_genre"].get("en/technical", 0) == 0, rule
+
+
+def test_spam_rule_spares_clean_mail_and_prose(records) -> None:
+    from corpus.clean import clean
+    from corpus.quality import failing_rules
+
+    cfg = load_quality_config(SHIPPED)
+    flagged = {}
+    for r in records:
+        if r.lang == "en" and r.label == "clean":
+            if "spam" in failing_rules(clean(r.text, r.lang), r.lang, cfg):
+                flagged[r.source] = r.genre
+    # measured: 2 of 60 clean mails, both hard-ham-1 commercial newsletters; 0 easy ham, 0 handbook,
+    # licence or literary pages
+    assert len(flagged) <= 2 and all(s.startswith("spamassassin:hard-ham") for s in flagged), flagged
 
 
 def _junk_by_form(figures) -> float:
@@ -72,16 +95,21 @@ def _junk_by_form(figures) -> float:
 def test_real_junk_is_dropped(figures) -> None:
     o = figures["overall"]
     assert o["junk_recall_zh"] >= 0.95              # target ≥ 95 % (measured 100 %)
+    # all junk: target ≥ 95 %, measured 86.8 %, NOT met (prose spam mail, below); a regression floor
+    assert o["junk_recall"] >= 0.85
     # navigation pages, keyword lists, tagged corpora in both languages: target ≥ 95 % (measured 95.9 %)
     assert _junk_by_form(figures) >= 0.95
     by = {(g["lang"], g["label"], g["genre"]): g for g in figures["groups"]}
     for key in (("zh", "junk", "keyword-list"), ("zh", "junk", "annotated-corpus"), ("zh", "junk", "navigation"),
                 ("en", "junk", "keyword-list")):
         assert by[key]["dropped"] == by[key]["documents"], key
-    # prose spam mail is what quality rules are worst at: the spam phrases of the lexicon catch a
-    # bit over half (39 of 70; held-out spam-1: see tests/data/real/README.md), NOT the 95 % target
+    # prose spam mail is what quality rules are worst at: the spam score (corpus/data/spam_en.txt,
+    # capitals, '!', money) with the lexicons catches 54 of 70 (77 %; 56 % before it), NOT the 95 %
+    # target; held out (spam-1, bench/quality.py --spamassassin) 75.7 %. A regression floor:
     spam = by[("en", "junk", "spam")]
-    assert spam["dropped"] / spam["documents"] >= 0.5
+    assert spam["dropped"] / spam["documents"] >= 0.75
+    harmful_spam = by[("en", "harmful", "spam")]
+    assert harmful_spam["dropped"] / harmful_spam["documents"] >= 0.9   # measured 28 of 30
 
 
 def test_harmful_rule_precision_on_news_about_harmful_topics(figures) -> None:
@@ -114,7 +142,7 @@ def test_first_failing_rule_is_what_check_returns(records) -> None:
 
 def test_figures_per_rule_name_every_rule_and_print(figures) -> None:
     names = [r["rule"] for r in figures["rules"]]
-    assert names[:2] == ["length", "harmful"] and "punct_per_cjk" in names and "terminal_lines" in names
+    assert names[:3] == ["length", "harmful", "spam"] and "punct_per_cjk" in names and "terminal_lines" in names
     text = format_figures(figures)
     assert "clean zh dropped" in text and "per rule" in text and "dup_5gram" in text
 

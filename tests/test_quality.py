@@ -183,7 +183,7 @@ def test_first_failing_rule_is_reported() -> None:
     assert check(doc, "zh", CFG) == "cjk_ratio"
     assert check(doc, "zh", QualityConfig(min_cjk_ratio=0.0)) == "punct_per_cjk"
     assert check(doc, "zh", QualityConfig(min_cjk_ratio=0.0, min_punct_per_cjk=0.0)) == "symbol_ratio"
-    assert RULE_NAMES[:3] == ["length", "harmful", "cjk_ratio"]
+    assert RULE_NAMES[:4] == ["length", "harmful", "spam", "cjk_ratio"]
     assert RULE_NAMES.index("dup_lines") < RULE_NAMES.index("top_2gram") < RULE_NAMES.index("dup_5gram")
 
 
@@ -408,3 +408,120 @@ def test_zh_unit_ids_at_numpy_speed_equal_the_regex_units() -> None:
     # CPython gives "US" and "单" the same str hash (same raw bytes): they must stay different units
     ids, _ = q._Doc("单US单US", "zh").tokens("mixed")
     assert ids[0] == ids[2] and ids[1] == ids[3] and ids[0] != ids[1]
+
+
+# --- layout lines, hard-wrapped sentences, bulk-mail spam (issue 13, English) --------------------------------
+
+def _quoted_reply() -> str:
+    own = GOOD_EN + "\n\nI agree with the above and will check the figures again tomorrow morning."
+    quoted = "\n".join("> " + line for line in "\n".join([GOOD_EN.replace(". ", ".\n")] * 3).split("\n"))
+    return own + "\n\nOn Monday someone wrote:\n" + quoted + "\n> _______________\n> list footer http://x.org/l"
+
+
+def test_quoted_reply_lines_are_not_bullets_or_repetition() -> None:
+    from corpus import quality as q
+
+    doc = _quoted_reply()
+    assert check(doc, "en", CFG) is None
+    # the straightforward reading: the same rules on the text with the quoted lines removed
+    own = "\n".join(line for line in doc.split("\n") if not line.startswith(">"))
+    assert q.failing_rules(doc, "en", CFG) == q.failing_rules(own, "en", CFG) == []
+    # ... and without the layout view the quoted copy fails the bullet and repetition rules
+    whole = q._Doc(doc, "en")
+    assert q._fails_bullet_lines(whole, CFG) or q._fails_dup_lines(whole, CFG)
+    # a mail that is all quote (too little own text to judge) is judged whole, as before
+    only_quote = "thanks\n" + "\n".join("> " + w for w in GOOD_EN.replace("\n", " ").split(". ") * 3)
+    assert q._own_view(q._Doc(only_quote, "en"), CFG).text == only_quote
+
+
+def test_layout_lines() -> None:
+    from corpus.quality import _LAYOUT_LINE
+
+    for line in ("> quoted", "TP> quoted", ">> deeper", "| a | b |", "+----+----+", "http://example.org/x",
+                 "  /usr/share/doc/lame/html/index.html", "<http://www.example.com/info/beta.htm>"):
+        assert _LAYOUT_LINE.match(line), line
+    for line in ("The river rises.", "a + b is c", "see http://x.org for more", "-h, --help  show help"):
+        assert not _LAYOUT_LINE.match(line), line
+
+
+def test_terminal_lines_counts_sentences_ending_mid_line() -> None:
+    # hard-wrapped mail: no line ends with a full stop, sentences end inside them
+    wrapped = ("Disney has named a new president of the parks, replacing the exec who did his best to\n"
+               "cut spending at the expense of safety. The new president used to be head of the\n"
+               "European park and is said to like it there, and so on and so on, with the rest of\n"
+               "it left for the reader to find out in the article itself at the usual web place\n") * 4
+    assert not _terminal(wrapped)
+    assert _terminal(wrapped.replace(". The", ", the"))
+    # a title, one sentence and a table: the table's rows are not lines without a sentence
+    table = "6.6. Other clients\n\nHere are the other clients.\n\nTable 6.13. List\n\n" + "\n".join(
+        f"|pkg{i} |V:{i} |{i} |TCP |the client of the thing |" for i in range(40))
+    assert not _terminal(table)
+
+
+def _terminal(text: str) -> bool:
+    from corpus import quality as q
+
+    return q._fails_terminal_lines(q._Doc(text, "en"), CFG)
+
+
+SPAM = ("Dear Friend, you have been selected for this special offer! CLICK HERE to order now and save $50 "
+        "on our amazing product. This is a limited time offer, there is no obligation and it is 100% risk-free. "
+        "To be removed from our mailing list reply with remove in the subject. ") * 2
+
+
+def test_spam_rule_catches_bulk_mail_and_passes_prose() -> None:
+    from corpus.quality import spam_score
+
+    from corpus.quality import failing_rules
+
+    assert "spam" in failing_rules(SPAM, "en", CFG)   # (its spam phrases are in the harmful lexicon too)
+    assert check(SPAM, "en", QualityConfig(min_harmful_matches=1e9)) == "spam"
+    assert "spam" not in failing_rules(SPAM, "en", QualityConfig(max_spam_score=1e9))
+    assert spam_score(SPAM) >= CFG.max_spam_score > spam_score(GOOD_EN)
+    assert check(GOOD_EN, "en", CFG) is None
+    # the layout points: capitals, '!' and money each add, each capped
+    plain = GOOD_EN
+    assert spam_score(plain.upper()) == pytest.approx(spam_score(plain) + CFG.spam_feature_cap, abs=0.5)
+    shout = plain.replace(".", "!!!")
+    assert spam_score(shout) > spam_score(plain) + 2
+    assert spam_score(plain + " It costs $5, $10 or $20.") > spam_score(plain) + 1
+
+
+def test_spam_phrases_count_once_and_at_word_starts(tmp_path: Path) -> None:
+    from corpus.quality import spam_score
+
+    lex = tmp_path / "spam.txt"
+    lex.write_text("# test\nclick here @2\n(?:act|order) now @1.5\nunsubscribe @-0.5\n", encoding="utf-8")
+    cfg = QualityConfig(spam_en_file=str(lex), spam_caps_points=0.0, spam_exclaim_points=0.0,
+                        spam_exclaim_run_points=0.0, spam_money_points=0.0)
+    assert spam_score("click here, click here and click here", cfg) == 2.0
+    assert spam_score("doubleclick here", cfg) == 0.0
+    assert spam_score("Order now or act now. Unsubscribe below.", cfg) == 1.0
+    bad = tmp_path / "bad.txt"
+    bad.write_text("fine\n(broken @2\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="bad.txt:2"):
+        spam_score("x", QualityConfig(spam_en_file=str(bad)))
+
+
+def test_spam_scan_at_literals_equals_a_full_regex_scan(tmp_path: Path) -> None:
+    """The spam lexicon is matched only where a pattern's leading literals occur (or, for patterns
+    with none, once a literal it must contain occurs); the hits must be what a plain finditer with
+    the word-start check gives, for the shipped list and for patterns of every shape."""
+    from corpus import quality as q
+
+    odd = tmp_path / "odd.txt"
+    odd.write_text("[ch]lick @2\n(?:e-?)?mail (?:x|y)\n\\d+ ?% off\n(?:dear|hi) (?:friend|you)\nremov\n"
+                   "\\$ ?\\d+\nx+\n(?:ab|a)b @3\n", encoding="utf-8")
+    for path in (None, str(odd)):
+        lex = q._spam_lexicon(path)
+        texts = list(_random_texts(3, 1500)) + [SPAM.lower(), "xx dear you maily x 5% off $ 3 abb ab"]
+        for text in texts:
+            low = text.lower()
+            for pattern, weight, literals, leading in lex.patterns:
+                slow = any(m.start() == 0 or not low[m.start() - 1].isalnum() for m in pattern.finditer(low))
+                fast = q._PhraseSet(((pattern, weight, literals, leading),)).score(low) != 0.0
+                assert fast == slow, (text[:80], pattern.pattern)
+    lits = {p.pattern: (lit, lead) for p, _, lit, lead in q._spam_lexicon(str(odd)).patterns}
+    assert lits["[ch]lick"] == (("lick",), False) and lits["x+"] == (None, False)
+    assert lits["(?:dear|hi) (?:friend|you)"] == (("dear", "hi"), True)
+    assert lits["(?:e-?)?mail (?:x|y)"] == (("mail ",), False)
