@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 DEMO_DIR ?= build/demo
 PYTEST_ARGS ?=
 
-.PHONY: demo demo-sources test install install-corpus install-train install-dev sysdeps test-sysdeps clean cluster-up cluster-down cluster-status
+.PHONY: demo demo-sources test install install-corpus install-train install-gpu install-dev sysdeps test-sysdeps clean cluster-up cluster-down cluster-status
 
 ## The main job on the embedded default (hpc.chain, configs/tiny/pipeline.yaml): a tokenizer and a corpus
 ## from the bundled samples, a tiny LLaMA pretrained with DeepSpeed ZeRO-3 on the CPU, LoRA-tuned, published
@@ -34,6 +34,7 @@ install: install-corpus
 install-corpus: $(VENV)/.corpus
 install-dev: $(VENV)/.dev
 install-train: $(VENV)/.train
+install-gpu: $(VENV)/.gpu
 
 # Debian's python3 needs python3-venv for `python -m venv`; a Python that has ensurepip does not.
 sysdeps:
@@ -62,6 +63,12 @@ $(VENV)/.torch: $(VENV)/.created
 $(VENV)/.train: $(VENV)/.torch $(VENV)/.corpus pyproject.toml
 	$(PIP) install -q --no-build-isolation 'deepspeed>=0.17,<0.20'
 	$(PIP) install -q -e '.[corpus,train,hpc]'
+	@touch $@
+
+# GPU machines only, after install-train: bitsandbytes for 8-bit loading (train.generate --load-8bit, LoRA's
+# load_in_8bit/4bit; bench/gpu_check.sh). Not part of `make test`: nothing on the CPU needs it.
+$(VENV)/.gpu: $(VENV)/.train pyproject.toml
+	$(PIP) install -q -e '.[corpus,train,hpc,gpu]'
 	@touch $@
 
 # Tests read our .bin/.idx with megatron-core, which needs torch: TORCH_SPEC goes in first.

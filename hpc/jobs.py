@@ -76,6 +76,8 @@ KINDS: dict[str, JobKind] = {k.name: k for k in (
     JobKind("lora", "LoRA instruction tuning on one node's GPUs (train.lora)",
             entry="train.lora:main", config="train.lora:LoraConfig", gpus=True, nodes=1, time="1-00:00:00",
             needs=_TRAIN),
+    JobKind("sft", "full-parameter instruction tuning, DeepSpeed ZeRO-3 across every node (train.sft)",
+            entry="train.sft:main", config="train.sft:SftConfig", gpus=True, nodes=None, needs=_TRAIN),
     JobKind("recover", "restore weights from a published diff on one GPU (recover apply)",
             entry="recover.apply:main", config="recover.apply:ApplyConfig", gpus=True, nodes=1,
             gpus_per_node=1, time="4:00:00", needs=_TRAIN),

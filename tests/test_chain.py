@@ -21,10 +21,11 @@ def small_pipeline(tmp: Path, **over) -> Path:
     tiny = ROOT / "configs" / "tiny"
     cfg.update(run_dir=str(tmp / "run"),
                tokenizer={"train_from": str(ROOT / "examples/data/corpus"), "vocab_size": 3000})
-    for stage in ("corpus", "pretrain", "lora"):
+    for stage in ("corpus", "pretrain", "lora", "sft"):
         cfg[stage]["config"] = str(tiny / cfg[stage]["config"])
     cfg["pretrain"].update(max_steps=6, save_steps=3)
     cfg["lora"].update(max_steps=4, save_steps=2)
+    cfg["sft"].update(max_steps=4, save_steps=2)
     cfg["generate"].update(cases=str(ROOT / "examples/cases/general.jsonl"), max_new_tokens=8)
     cfg.update(over)
     path = tmp / "pipeline.yaml"
@@ -166,3 +167,74 @@ def test_a_batch_that_does_not_split_over_the_ranks_is_refused_at_planning(tmp_p
     with pytest.raises(ConfigError, match=r"lora stage: batch_size 4 is not a multiple of micro_batch_size × ranks = 2 × 8"):
         submit.plan("pipeline", config, "dev")
     assert submit.plan("pipeline", small_pipeline(tmp_path, slurm={"lora": {"nodes": 1, "gpus_per_node": 2}}), "dev")
+
+
+# --- tuning: full (the sft stage instead of LoRA) ---------------------------------------------------
+
+
+def test_full_tuning_plans_the_sft_stage_in_loras_place_and_bad_tuning_configs_fail_first(tmp_path):
+    from common.config import ConfigError
+    from hpc import submit
+    from hpc.chain.config import load_chain, resolved
+
+    p = submit.plan("pipeline", small_pipeline(tmp_path, tuning="full"), "dev")
+    labels = [s.label for s in p.steps]
+    assert labels == ["tokenizer", "corpus-prepare", "corpus-bands", "corpus-dedup", "corpus-build", "corpus",
+                      "pretrain", "sft", "recover", "generate", "report"]
+    sft = p.steps[labels.index("sft")]
+    assert (sft.resources.nodes, sft.resources.tasks) == (2, 2)   # pipeline.yaml's slurm: sft shape
+    chain = p.config
+    assert chain.stages[3] == "sft" and chain.lora is None
+    cfg = resolved(chain).sft
+    assert (cfg.base, cfg.output_dir, cfg.max_steps) == \
+        (str(tmp_path / "run/pretrain/final"), str(tmp_path / "run/sft"), 4)
+    # The default stays LoRA, and its plan is what it was.
+    lora = load_chain(small_pipeline(tmp_path))
+    assert lora.tuning == "lora" and "lora" in lora.stages and lora.sft is None
+
+    with pytest.raises(ConfigError, match=r"pipeline\.yaml: key 'tuning': 'fulll' is not one of lora, full"):
+        load_chain(small_pipeline(tmp_path, tuning="fulll"))
+    no_sft = small_pipeline(tmp_path, tuning="full")
+    values = yaml.safe_load(no_sft.read_text())
+    del values["sft"]
+    no_sft.write_text(yaml.safe_dump(values))
+    with pytest.raises(ConfigError, match=r"key 'sft': missing, and tuning: full runs the sft stage"):
+        load_chain(no_sft)
+    with pytest.raises(ConfigError, match=r"pipeline\.yaml \(with --set sft\.lora_r=8\): sft: unknown key 'lora_r'"):
+        load_chain(small_pipeline(tmp_path, tuning="full"), ["sft.lora_r=8"])
+    # batch 4 over micro batch 2 × 8 ranks: refused at planning, as for LoRA.
+    wide = small_pipeline(tmp_path, tuning="full", slurm={"sft": {"gpus_per_node": 8}})
+    with pytest.raises(ConfigError, match=r"sft stage: batch_size 4 is not a multiple of micro_batch_size × ranks = 2 × 8"):
+        submit.plan("pipeline", wide, "dev")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_pipeline_with_full_tuning_publishes_the_sft_model_as_a_diff_and_restores_it_bit_exact(tmp_path):
+    """Here, stage after stage (the Slurm side of the chain is the LoRA test's above): the sft stage tunes
+    every weight of the pretrained model, and recover diffs that model against it (no merge)."""
+    from hpc.chain import markers, stages
+    from hpc.chain.config import load_chain
+    from train_helpers import state_dict
+
+    chain = load_chain(small_pipeline(tmp_path, tuning="full"))
+    results = stages.run_local(chain)
+    assert [r["stage"] for r in results] == list(markers.stages_for("full"))
+    run = tmp_path / "run"
+    sft = markers.read(run, "sft")["result"]
+    assert sft["status"] == "completed" and sft["step"] == 4 and sft["export"] == str(run / "sft" / "final")
+    recover = markers.read(run, "recover")["result"]
+    assert recover["merged"] is None and recover["verified"]["matches"] == ["tuned"]
+    assert_same_weights(run / "sft" / "final", run / "restored")
+    tuned, base = state_dict(run / "sft" / "final"), state_dict(run / "pretrain" / "final")
+    import torch
+
+    assert tuned.keys() == base.keys() and not [k for k in base if torch.equal(tuned[k], base[k])]
+    assert not (run / "lora").exists() and not (run / "tuned").exists()
+    page = (run / "report.md").read_text(encoding="utf-8")
+    assert "| sft |" in page and "| lora |" not in page and "- sft: 4 logged steps" in page
+    assert f"`{run / 'sft' / 'final'}`" in page
+    generations = [json.loads(line) for line in (run / "generations.jsonl").read_text().splitlines()]
+    assert len(generations) == 12
+    again = stages.run_local(chain)
+    assert [r["skipped"] for r in again] == [True] * len(markers.STAGES)

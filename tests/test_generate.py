@@ -427,3 +427,91 @@ def test_a_base_with_a_recover_manifest_is_fingerprinted_by_it(models, tmp_path)
     shutil.copytree(restored, other)
     (other / "recover-manifest.json").write_text(json.dumps(manifest))
     assert not same_base({**fp, "path": "x"}, other)[0]  # both have manifests: theirs decide
+
+
+# --- chat: a conversation with its history --------------------------------------------------
+
+
+class Recording(Generator):
+    """The real generator, remembering the prompts it was given."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.prompts = []
+
+    def stream(self, prompt, *args, **kwargs):
+        self.prompts.append(prompt)
+        yield from super().stream(prompt, *args, **kwargs)
+
+
+def test_chat_keeps_the_history_and_formats_it_with_the_template(random_gen):
+    from train.chat import load_chat_template, render
+
+    gen = Recording(random_gen.model, random_gen.tokenizer, default_mode="instruction")
+    assert gen.chat_template == load_chat_template("alpaca_chat")[0]  # saved with the base (save_tokenizer)
+    d = Decoding(num_beams=1, max_new_tokens=5)
+    out, err = io.StringIO(), io.StringIO()
+    n = interactive(gen, d, "chat", stdin=io.StringIO("Hello\n你好吗？\\n请回答\n/reset\nHello\n\n"), stdout=out,
+                    stderr=err, system="Be brief.")
+    assert n == 3 and len(gen.prompts) == 3
+    system = {"role": "system", "content": "Be brief."}
+    first = [system, {"role": "user", "content": "Hello"}]
+    a1 = random_gen.generate([render(gen.tokenizer, first, add_generation_prompt=True)], d)[0].text
+    second = [*first, {"role": "assistant", "content": a1}, {"role": "user", "content": "你好吗？\n请回答"}]
+    assert gen.prompts == [render(gen.tokenizer, m, add_generation_prompt=True) for m in (first, second, first)]
+    assert gen.prompts[1].startswith(gen.prompts[0] + a1 + "</s>")  # the first answer goes with the second message
+    a2 = random_gen.generate([gen.prompts[1]], d)[0].text
+    assert out.getvalue() == f"{a1}\n{a2}\n{a1}\n"
+    assert err.getvalue().splitlines() == ["[finish: length, 5 new tokens]"] * 2 + ["[a new conversation]",
+                                                                                  "[finish: length, 5 new tokens]"]
+    # The prompt starts with the template's BOS: no second one is added.
+    enc = gen._encode([gen.prompts[0]])
+    assert enc["input_ids"][0].tolist().count(gen.tokenizer.bos_token_id) == 1
+
+
+def test_a_long_history_loses_its_oldest_turns(models, tokenizer_path, tmp_path):
+    short = make_base(tmp_path / "short", tokenizer_path, max_position_embeddings=96)
+    model, tok = load_model(short)
+    gen = Recording(model, tok)
+    out, err = io.StringIO(), io.StringIO()
+    lines = "".join(f"Please tell me about topic number {k} in a few words.\n" for k in range(3))
+    assert interactive(gen, Decoding(num_beams=1, max_new_tokens=8), "chat", stdin=io.StringIO(lines), stdout=out,
+                       stderr=err) == 3
+    assert "[history: the oldest 2 messages left out to fit the model's context]" in err.getvalue()
+    assert "topic number 0" not in gen.prompts[-1] and "topic number 2" in gen.prompts[-1]
+    assert all(len(tok(p, add_special_tokens=False)["input_ids"]) + 8 <= 96 for p in gen.prompts)
+
+
+def test_generate_chat_on_the_command_line(models, random_gen, monkeypatch, capsys, tmp_path):
+    """``--chat`` through stdin; the adapter's saved chat template wins over the base's, and
+    --chat-template over both."""
+    from train.chat import load_chat_template, render, use_chat_template
+    from train.tokenizer import save_tokenizer
+
+    adapter = tmp_path / "adapter"
+    shutil.copytree(models["adapter"], adapter)
+    tok = load_tokenizer(models["base"])
+    use_chat_template(tok, "llama2_chat")
+    save_tokenizer(tok, adapter)  # what train.lora's export does
+    llama2 = load_chat_template("llama2_chat")[0]
+    assert load_model(models["base"], adapter)[1].chat_template == llama2
+    d = Decoding(num_beams=1, max_new_tokens=4)
+
+    def answer(template, *messages):
+        history = [{"role": "user" if k % 2 == 0 else "assistant", "content": m} for k, m in enumerate(messages)]
+        return random_gen.generate([render(random_gen.tokenizer, history, True, template)], d)[0].text
+
+    args = ["--base", str(models["base"]), "--chat", "--num-beams", "1", "--max-new-tokens", "4"]
+    monkeypatch.setattr(sys, "stdin", io.StringIO("Hi\nAgain\n"))
+    assert main([*args, "--lora", str(adapter)]) == 0
+    a1 = answer(llama2, "Hi")
+    assert capsys.readouterr().out == f"{a1}\n{answer(llama2, 'Hi', a1, 'Again')}\n"
+    zh = load_chat_template("alpaca_chat_zh")[0]
+    monkeypatch.setattr(sys, "stdin", io.StringIO("你好\n"))
+    assert main([*args, "--lora", str(adapter), "--chat-template", "alpaca_chat_zh"]) == 0
+    assert capsys.readouterr().out == f"{answer(zh, '你好')}\n"
+    assert main([*args, "--chat-template", "chatml"]) == 2
+    assert "error: unknown chat template 'chatml'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--base", str(models["base"]), "--interactive", "--system", "x"])
+    assert "--system goes with --chat" in capsys.readouterr().err

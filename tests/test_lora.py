@@ -87,6 +87,52 @@ def test_resume_from_a_lora_checkpoint_ends_with_the_same_adapter(tmp_path, base
     assert_same_weights(reference / "adapter", tmp_path / "run" / "adapter")
 
 
+@slow
+def test_lora_on_conversations_trains_the_assistant_turns_only(tmp_path, base):
+    """The bundled multi-turn sample (messages and ShareGPT records) on 2 ranks under ZeRO-3: the adapter's
+    tokenizer stores the chat template, and the examples it trained on — the probe rows, rebuilt from
+    that tokenizer — have labels on the assistant turns (text and EOS) only, cut at cutoff_len."""
+    from safetensors.torch import load_file
+
+    from train.chat import IGNORE_INDEX, load_chat_template, tokenize_conversations
+    from train.prompts import InstructionDataset, load_template
+    from train.tokenizer import load_tokenizer
+
+    data = ROOT / "examples/data/chat/chat.jsonl"
+    cfg = lora_config(tmp_path, base, tmp_path / "run", data=data, chat_template="alpaca_chat", max_steps=3,
+                      save_steps=3)
+    logs = tmp_path / "logs"
+    assert run_ranks("train.lora", cfg, 2, logs) == [0, 0], tail(logs)
+    assert "adapter verified" in tail(logs, 10**6) and "skipped" not in tail(logs, 10**6)
+    adapter = tmp_path / "run" / "adapter"
+    template = load_chat_template("alpaca_chat")[0]
+    assert json.loads((adapter / "tokenizer_config.json").read_text(encoding="utf-8"))["chat_template"] == template
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+              if "loss" in json.loads(line)]
+    assert len(losses) == 3 and all(0 < x < 20 for x in losses)
+
+    tok = load_tokenizer(adapter)
+    ds = InstructionDataset(data, tok, load_template("alpaca"), cutoff_len=128)
+    assert len(ds) == 32 and not ds.skipped
+    probe = load_file(str(adapter / "probe.safetensors"))
+    for k, (row, mask) in enumerate(zip(probe["input_ids"], probe["attention_mask"])):
+        ex = ds[k]
+        assert row[mask.bool()].tolist() == ex["input_ids"]
+        full = tokenize_conversations(tok, [ds.records[k]["messages"]], cutoff_len=4096)[0]
+        answers = [m["content"] for m in ds.records[k]["messages"] if m["role"] == "assistant"]
+        trained, whole = [], []
+        for labels, out in ((ex["labels"], trained), (full["labels"], whole)):
+            for position, label in enumerate(labels):
+                if label != IGNORE_INDEX:
+                    if not out or out[-1][-1][0] != position - 1:
+                        out.append([])
+                    out[-1].append((position, label))
+        # Uncut, each run of trained tokens is one assistant turn and its EOS; cut, a prefix of those.
+        assert [tok.decode([t for _, t in run]) for run in whole] == [a + "</s>" for a in answers]
+        assert trained and all(run == whole[j][:len(run)] for j, run in enumerate(trained))
+        assert len(ex["input_ids"]) == min(128, len(full["input_ids"]))
+
+
 def one_process(cfg: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "train.lora", "--config", str(cfg)], cwd=ROOT, env=env(),
                           capture_output=True, text=True, timeout=300)

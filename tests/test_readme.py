@@ -60,6 +60,8 @@ RUN: list[tuple[str, str]] = [
      "python -m corpus report build/tiny-sources"),
     ("python -m corpus mix --config configs/tiny/mix.yaml",
      "python -m corpus mix --config configs/tiny/mix.yaml"),
+    ("python -m corpus calibrate --labelled tests/data/real/calibration.jsonl --config configs/corpus/filters.yaml",
+     "python -m corpus calibrate --labelled tests/data/real/calibration.jsonl --config configs/corpus/filters.yaml"),
 ]
 
 # README line (a prefix of it is enough) → why it is not run here, and what tests it instead.
@@ -80,6 +82,7 @@ NOT_RUN: dict[str, str] = {
     "python -m corpus merge OUT_PREFIX": "placeholder prefixes; merge: tests/test_build.py, tests/test_indexed.py",
     "python -m corpus mix --config configs/corpus/mix_cama.yaml": "prefixes on a cluster's filesystem; mix: tests/test_mix.py",
     "python -m train.generate --base DIR --lora ADAPTER --interactive": "interactive; tests/test_generate.py",
+    "python -m train.generate --base DIR --lora ADAPTER --chat": "interactive; the history through stdin: tests/test_generate.py",
     "python -m train.web": "a server; driven in headless Chromium by tests/test_web.py",
     "python -m hpc.submit corpus --config": "needs the dev cluster: tests/test_submit.py, tests/test_pipeline.py",
     "python -m hpc.status": "reads this machine's Slurm state: tests/test_status.py",

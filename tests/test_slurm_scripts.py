@@ -26,15 +26,17 @@ ROOT = Path(__file__).resolve().parent.parent
 SLURM_DIR = ROOT / "slurm"
 # script -> (nodes, CPUs) of its own #SBATCH shape on the dev cluster, with each GPU task's CPUs and
 # memory scaled to the dev nodes (16 CPUs / 8 GPUs: 2 per task): pretrain 3 nodes × 8 tasks × 2 CPUs,
-# lora 8 × 2, recover one task of 2 CPUs, corpus one array task of 4 (a CPU job: not scaled).
+# lora 8 × 2, sft like pretrain, recover one task of 2 CPUs, corpus one array task of 4 (a CPU job: not scaled).
 SCRIPTS = {
     "pretrain_3x8v100.sh": (3, 48),
     "lora_1x8v100.sh": (1, 16),
+    "sft_3x8v100.sh": (3, 48),
     "recover_gpu.sh": (1, 2),
     "corpus_array.sh": (1, 4),
 }
 # script -> the hpc.submit job kind whose shape on the cluster profile below it must request.
-SCRIPT_KINDS = {"pretrain_3x8v100.sh": "pretrain", "lora_1x8v100.sh": "lora", "recover_gpu.sh": "recover",
+SCRIPT_KINDS = {"pretrain_3x8v100.sh": "pretrain", "lora_1x8v100.sh": "lora", "sft_3x8v100.sh": "sft",
+                "recover_gpu.sh": "recover",
                 "corpus_array.sh": "corpus"}
 SCRIPT_PROFILE = "cama_3x8v100"
 # A name and a path with spaces, double and single quotes: every script must pass them through intact.

@@ -268,7 +268,7 @@ def test_every_kind_has_a_resolvable_shape():
         assert ":" in kind.entry and (kind.config is None or ":" in kind.config)
         if not kind.gpus:
             assert kind.nodes == 1
-    assert set(jobs.public_kinds()) == {"corpus", "pretrain", "lora", "recover", "pipeline"}
+    assert set(jobs.public_kinds()) == {"corpus", "pretrain", "lora", "sft", "recover", "pipeline"}
     for kind in jobs.KINDS.values():  # every name in the table resolves
         for ref in (kind.entry, kind.config, kind.planner, kind.loader, kind.view):
             if ref is not None:

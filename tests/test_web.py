@@ -92,7 +92,16 @@ def test_static_files_and_info(server):
     (json.dumps({"instruction": "x", "decoding": {"top_p": 2}}).encode(), "top_p must be in (0, 1], got 2.0"),
     (json.dumps({"instruction": "x", "decoding": {"num_beams": 0}}).encode(), "num_beams must be ≥ 1, got 0"),
     (json.dumps({"instruction": "x", "decoding": {"max_new_tokens": "9"}}).encode(), "max_new_tokens must be an integer"),
-    (json.dumps({"instruction": "x", "mode": "chat"}).encode(), "mode must be instruction or continuation"),
+    (json.dumps({"instruction": "x", "mode": "dialog"}).encode(), "mode must be instruction, continuation or chat"),
+    (json.dumps({"mode": "chat"}).encode(), "chat mode needs 'messages'"),
+    (json.dumps({"mode": "chat", "instruction": "x", "messages": [{"role": "user", "content": "q"}]}).encode(),
+     "chat mode takes 'messages', not 'instruction' or 'input'"),
+    (json.dumps({"mode": "chat", "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]})
+     .encode(), "messages: the conversation must end with the user's message (message 1)"),
+    (json.dumps({"mode": "chat", "messages": [{"role": "robot", "content": "q"}]}).encode(),
+     "messages: unknown role 'robot' (message 0)"),
+    (json.dumps({"mode": "chat", "messages": {"role": "user"}}).encode(), "messages: the messages are not a list"),
+    (json.dumps({"instruction": "x", "messages": []}).encode(), "'messages' goes with mode chat, not instruction"),
     (json.dumps({"instruction": "x", "temperature": 1}).encode(), "unknown field 'temperature'"),
 ])
 def test_bad_requests_get_400(server, body, message):
@@ -112,6 +121,28 @@ def test_answer_is_streamed(server):
     assert ev[-1][0] == "done" and ev[-1][1]["finish"] == "length" and ev[-1][1]["new_tokens"] == 10
     g = server.generator
     assert "".join(tokens) == g.generate([g.prompt(PROMPT_INSTRUCTION)], d)[0].text
+
+
+def test_chat_requests_carry_the_history(server):
+    """Chat mode: the server formats the page's whole conversation with the chat template."""
+    g, app = server.generator, server.RequestHandlerClass.app
+    d = {"num_beams": 1, "max_new_tokens": 6}
+
+    def say(messages):
+        resp, payload = request(server, "POST", "/api/generate", {"mode": "chat", "messages": messages, "decoding": d})
+        assert resp.status == 200
+        ev = events(payload)
+        assert ev[-1][0] == "done" and ev[-1][1]["new_tokens"] == 6
+        return "".join(data["text"] for name, data in ev if name == "token")
+
+    first = [{"role": "user", "content": PROMPT_INSTRUCTION}]
+    a1 = say(first)
+    assert app.prompts[-1] == g.chat_prompt(first)[0] and a1 == g.generate([app.prompts[-1]], Decoding(**d))[0].text
+    second = [*first, {"role": "assistant", "content": a1}, {"role": "user", "content": "And in English?"}]
+    a2 = say(second)
+    assert app.prompts[-1] == g.chat_prompt(second)[0]
+    assert app.prompts[-1].startswith(app.prompts[-2] + a1 + "</s>")
+    assert a2 == g.generate([app.prompts[-1]], Decoding(**d))[0].text
 
 
 def test_beam_search_sends_a_notice_and_one_piece(server):
@@ -310,6 +341,55 @@ def test_page_in_headless_chromium(server, chromium, tmp_path):
                                      && document.getElementById('status').textContent""")
         assert status == "error: temperature must be > 0, got 0.0"
         assert browser.js("document.getElementById('answer').textContent") == ""
+    finally:
+        browser.close()
+
+
+@pytest.mark.slow
+def test_a_two_turn_chat_in_headless_chromium(server, chromium, tmp_path):
+    """Chat mode on the page: the second request carries the first message and its answer; the page shows
+    the conversation, and a new conversation starts empty."""
+    host, port = server.server_address[:2]
+    g = server.generator
+    browser = Chrome(chromium, tmp_path / "profile")
+    try:
+        browser.page("Page.enable")
+        browser.page("Page.navigate", url=f"http://{host}:{port}/")
+        browser.wait_for("document.body && document.body.dataset.ready === '1'")
+        # What the page sends, seen from inside the page.
+        browser.js("""window.sent = []; const realFetch = window.fetch;
+                      window.fetch = (url, options) => {
+                        if (options && options.body) window.sent.push(JSON.parse(options.body));
+                        return realFetch(url, options); };""")
+        browser.js("""const mode = document.getElementById('mode'); mode.value = 'chat';
+                      mode.dispatchEvent(new Event('change'));""")
+        assert browser.js("document.getElementById('chat-block').hidden") is False
+        assert browser.js("document.getElementById('input-block').hidden") is True
+        assert browser.js("document.getElementById('instruction-label').textContent") == "Message"
+        assert browser.js("document.getElementById('submit').textContent") == "Send"
+        answers = []
+        for k, message in enumerate([PROMPT_INSTRUCTION, "And in English?"]):
+            browser.js(f"""document.getElementById('instruction').value = {json.dumps(message)};
+                           document.getElementById('max_new_tokens').value = '8';
+                           document.getElementById('submit').click();""")
+            browser.wait_for(f"document.querySelectorAll('#history li').length === {2 * k + 2}")
+            answers.append(browser.js("document.getElementById('answer').textContent"))
+        sent = browser.js("window.sent")
+        user1 = {"role": "user", "content": PROMPT_INSTRUCTION}
+        history = [user1, {"role": "assistant", "content": answers[0]}, {"role": "user", "content": "And in English?"}]
+        assert [s["mode"] for s in sent] == ["chat", "chat"] and "instruction" not in sent[1]
+        assert sent[0]["messages"] == [user1] and sent[1]["messages"] == history
+        d = Decoding(num_beams=1, max_new_tokens=8)
+        assert answers == [g.generate([g.chat_prompt(m)[0]], d)[0].text for m in ([user1], history)]
+        shown = browser.js("[...document.querySelectorAll('#history li')].map(li => [li.dataset.role, li.textContent])")
+        assert shown == [[m["role"], m["content"]] for m in history] + [["assistant", answers[1]]]
+        assert browser.js("document.getElementById('instruction').value") == ""  # ready for the next message
+        browser.js("document.getElementById('new-chat').click();")
+        assert browser.js("document.querySelectorAll('#history li').length") == 0
+        browser.js("""document.getElementById('instruction').value = 'Hi';
+                      document.getElementById('submit').click();""")
+        browser.wait_for("document.querySelectorAll('#history li').length === 2")
+        assert browser.js("window.sent")[-1]["messages"] == [{"role": "user", "content": "Hi"}]
     finally:
         browser.close()
 

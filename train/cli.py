@@ -1,6 +1,6 @@
 """The command lines of generation and information extraction, and the one place that joins them.
 
-    python -m train.generate --base DIR [--lora DIR] [--load-8bit] [--interactive]
+    python -m train.generate --base DIR [--lora DIR] [--load-8bit] [--interactive | --chat [--system TEXT]]
                              [--cases FILE --out FILE] [--run-ie-cases FILE [--out FILE]]
     python -m train.ie --task ner|re|ee --input FILE --lang zh|en --out FILE.jsonl [--schema FILE] [--seed N]
     python -m train.ie_eval --cases GOLD --outputs OUT [--json]
@@ -45,6 +45,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="load an adapter recorded for another base (another fingerprint in its base_model.json, "
                         "or for older adapters another base_model_name_or_path); shapes are still checked")
     p.add_argument("--template", default="alpaca", help="prompt template name or JSON file (default alpaca)")
+    p.add_argument("--chat-template", metavar="NAME|FILE",
+                   help="chat mode: a chat template of train/templates/*.jinja or a Jinja file (default: the one "
+                        "saved with the adapter, else with the base, else alpaca_chat)")
     p.add_argument("--mode", default="auto", choices=MODES,
                    help="interactive/web prompts: instruction (template) or continuation; auto: instruction "
                         "with --lora, else continuation")
@@ -71,9 +74,11 @@ def say(text: str) -> None:
 
 
 def generator_from_args(args: argparse.Namespace) -> Generator:
+    from train.chat import check_chat_template, load_chat_template
     from train.prompts import load_template
 
     template = load_template(args.template)
+    chat = load_chat_template(args.chat_template) if getattr(args, "chat_template", None) else None
     if not sys.stderr.isatty():  # transformers' loading bars would fill a log file with carriage returns
         from transformers.utils import logging as hf_logging
 
@@ -83,7 +88,9 @@ def generator_from_args(args: argparse.Namespace) -> Generator:
     model, tokenizer = load_model(args.base, args.lora, args.load_8bit, args.device, args.dtype, args.ignore_base_name)
     say(f"model loaded in {time.perf_counter() - started:.1f} s on {next(model.parameters()).device}")
     mode = args.mode if args.mode != "auto" else ("instruction" if args.lora else "continuation")
-    return Generator(model, tokenizer, template, mode)
+    if chat is not None:
+        check_chat_template(tokenizer, *chat)
+    return Generator(model, tokenizer, template, mode, chat_template=chat[0] if chat else None)
 
 
 def run_ie_cases(generator: Generator, cases: Sequence[IECase], decoding: Decoding, batch_size: int = 8,
@@ -105,11 +112,15 @@ def generate_parser() -> Parser:
     add_model_args(p)
     what = p.add_argument_group("what to run (one of)")
     what.add_argument("--interactive", action="store_true", help="read prompts from stdin, stream the answers")
+    what.add_argument("--chat", action="store_true",
+                      help="a multi-turn conversation on stdin: one message a line, the history formatted with the "
+                           "chat template (see --chat-template); /reset starts a new one")
     what.add_argument("--cases", help="JSON lines: {\"prompt\"} or {\"instruction\", \"input\"?}, optional \"id\"")
     what.add_argument("--run-ie-cases", metavar="FILE", help="IE cases with gold answers: print P/R/F1 per task")
     p.add_argument("--out", help="output JSON lines (required with --cases; optional with --run-ie-cases)")
     p.add_argument("--batch-size", type=int, default=8, help="cases generated together (default 8)")
     p.add_argument("--no-stream", action="store_true", help="interactive: print each answer when complete")
+    p.add_argument("--system", help="--chat: a system message opening the conversation")
     return p
 
 
@@ -145,16 +156,21 @@ def _generate(args: argparse.Namespace) -> int:
             write_jsonl(report.records, args.out)
         return 0
     generator = generator_from_args(args)
-    interactive(generator, decoding, generator.default_mode, stream=not args.no_stream)
+    if args.chat:
+        interactive(generator, decoding, "chat", stream=not args.no_stream, system=args.system)
+    else:
+        interactive(generator, decoding, generator.default_mode, stream=not args.no_stream)
     return 0
 
 
 def generate_main(argv: Sequence[str] | None = None) -> int:
     p = generate_parser()
     args = p.parse_args(argv)
-    chosen = [x for x in ("interactive", "cases", "run_ie_cases") if getattr(args, x)]
+    chosen = [x for x in ("interactive", "chat", "cases", "run_ie_cases") if getattr(args, x)]
     if len(chosen) != 1:
-        p.error("choose exactly one of --interactive, --cases FILE, --run-ie-cases FILE")
+        p.error("choose exactly one of --interactive, --chat, --cases FILE, --run-ie-cases FILE")
+    if args.system and not args.chat:
+        p.error("--system goes with --chat")
     if args.cases and not args.out:
         p.error("--cases needs --out FILE")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -26,7 +26,7 @@ from common.atomic import write_json
 from common.config import ConfigError
 from common.jsonl import read_json_object
 from train.config import TrainError, quiet_known_warnings, run_cli
-from train.instruct import InstructionConfig
+from train.instruct import InstructionConfig, check_base_folder
 
 CAMA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 PROBE = "probe.safetensors"
@@ -93,20 +93,6 @@ def build_model(cfg: LoraConfig, dtype: Any) -> Any:
     lora = peft.LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                            target_modules=list(cfg.lora_target_modules), bias="none", task_type="CAUSAL_LM")
     return peft.get_peft_model(base, lora)
-
-
-def check_base_folder(base: str) -> None:
-    """The base must be a Hugging Face checkpoint folder; said before its tokenizer is looked for (which
-    would otherwise be the first thing to fail, as "tokenizer not found")."""
-    path = Path(base)
-    if not path.exists():
-        raise TrainError(f"base: the base model folder {base} does not exist (train or restore the base model "
-                         f"first, or fix 'base')")
-    if not path.is_dir():
-        raise TrainError(f"base: {base} is a file, not a Hugging Face checkpoint folder")
-    if not (path / "config.json").is_file():
-        raise TrainError(f"base: {base} has no config.json: not a Hugging Face checkpoint folder "
-                         f"(an unfinished export, or the run folder instead of its final/ model?)")
 
 
 def main(cfg: LoraConfig) -> dict[str, Any]:

@@ -13,8 +13,10 @@ Semantics follow alpaca-lora (``utils/prompter.py`` and ``generate_and_tokenize_
   tokens to -100 so the loss only covers the answer.
 
 Records are ``{"instruction", "input" (optional), "output"}``, as JSON lines or one JSON array
-(``alpaca_data.json``). A bad record is skipped and counted by reason; the first few are logged
-with ``file:line``.
+(``alpaca_data.json``), and multi-turn conversations (``{"messages": [...]}`` or ShareGPT's
+``{"conversations": [...]}``, :mod:`train.chat`) may stand among them: those are rendered with the
+tokenizer's chat template and trained on their assistant turns only. A bad record is skipped and
+counted by reason; the first few are logged with ``file:line``.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from torch.utils.data import Dataset
 
 from common.errors import UserError
 from common.jsonl import BadLine, iter_jsonl, read_json_object
+from train.chat import IGNORE_INDEX, check_conversation, is_conversation, tokenize_conversations
 from train.skipped import Skipped, bad_line
 
 __all__ = [
@@ -52,7 +55,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 PathLike = Union[str, "os.PathLike[str]"]
-IGNORE_INDEX = -100
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 _SLOT = re.compile(r"\{(instruction|input)\}")
 
@@ -136,20 +138,22 @@ def load_template(name_or_path: PathLike) -> Template:
 # Reading records
 
 
-def _check_record(obj: Any) -> tuple[dict[str, str] | None, str]:
-    """The normalized record, or None and the reason it is refused."""
+def _check_record(obj: Any) -> tuple[dict[str, Any] | None, str, str]:
+    """The normalized record, or None, the reason it is refused and a detail (which message)."""
     if not isinstance(obj, dict):
-        return None, "not a JSON object"
+        return None, "not a JSON object", ""
+    if is_conversation(obj):
+        return check_conversation(obj)
     for key in ("instruction", "input", "output"):
         value = obj.get(key)
         if value is not None and not isinstance(value, str):
-            return None, f"'{key}' is not a string"
+            return None, f"'{key}' is not a string", ""
     for key in ("instruction", "output"):
         if key not in obj or obj[key] is None:
-            return None, f"missing '{key}'"
+            return None, f"missing '{key}'", ""
         if not obj[key].strip():
-            return None, f"empty '{key}'"
-    return {"instruction": obj["instruction"], "input": obj.get("input") or "", "output": obj["output"]}, ""
+            return None, f"empty '{key}'", ""
+    return {"instruction": obj["instruction"], "input": obj.get("input") or "", "output": obj["output"]}, "", ""
 
 
 def _array_items(text: str, path: Path) -> list[tuple[int, Any]]:
@@ -184,8 +188,10 @@ def _array_items(text: str, path: Path) -> list[tuple[int, Any]]:
         raise InstructionDataError(f"{path}:{line}: the JSON array is malformed (expected ',' or a final ']')")
 
 
-def read_instructions(path: PathLike) -> tuple[list[dict[str, str]], Skipped]:
-    """Records ``{"instruction", "input", "output"}`` (input "" when absent) and the skipped counts.
+def read_instructions(path: PathLike) -> tuple[list[dict[str, Any]], Skipped]:
+    """Records ``{"instruction", "input", "output"}`` (input "" when absent) or ``{"messages": [...]}``
+    (conversations, roles system/user/assistant: :func:`train.chat.check_conversation`) and the
+    skipped counts.
 
     JSON lines, or one JSON array when the file's first non-blank character is ``[``. Raises
     InstructionDataError for a missing or empty file or one without a single valid record.
@@ -200,7 +206,7 @@ def read_instructions(path: PathLike) -> tuple[list[dict[str, str]], Skipped]:
     if not text.strip():
         raise InstructionDataError(f"{path}: the file is empty")
     skipped = Skipped()
-    records: list[dict[str, str]] = []
+    records: list[dict[str, Any]] = []
     if text.lstrip().startswith("["):
         items = _array_items(text, path)
     else:
@@ -211,9 +217,9 @@ def read_instructions(path: PathLike) -> tuple[list[dict[str, str]], Skipped]:
             else:
                 items.append((n, obj))
     for n, obj in items:
-        record, reason = _check_record(obj)
+        record, reason, detail = _check_record(obj)
         if record is None:
-            skipped.add(f"{path}:{n}", reason)
+            skipped.add(f"{path}:{n}", reason, detail)
         else:
             records.append(record)
     if not records:
@@ -237,16 +243,30 @@ def _ids(tokenizer: Any, texts: list[str], cutoff_len: int) -> list[list[int]]:
 def tokenize_examples(
     tokenizer: Any,
     template: Template,
-    records: Sequence[Mapping[str, str]],
+    records: Sequence[Mapping[str, Any]],
     cutoff_len: int = 512,
     train_on_inputs: bool = False,
     add_eos: bool = True,
     batch_size: int = 1000,
+    chat_template: str | None = None,
 ) -> list[dict[str, list[int]]]:
     """:func:`tokenize_example` over many records, tokenized in batches (the Rust tokenizer is an
-    order of magnitude faster on a list than text by text)."""
+    order of magnitude faster on a list than text by text). Conversations among them go through
+    :func:`train.chat.tokenize_conversations` (``chat_template``, else the tokenizer's, else the
+    default; the template closes assistant turns, so ``add_eos`` does not apply to them)."""
     if cutoff_len <= 1:
         raise ValueError(f"cutoff_len must be > 1, got {cutoff_len}")
+    chats = [i for i, r in enumerate(records) if "messages" in r]
+    if chats:
+        alpaca = [i for i, r in enumerate(records) if "messages" not in r]
+        merged: list[Any] = [None] * len(records)
+        done = tokenize_conversations(tokenizer, [records[i]["messages"] for i in chats], cutoff_len,
+                                      train_on_inputs, chat_template, batch_size)
+        done += tokenize_examples(tokenizer, template, [records[i] for i in alpaca], cutoff_len, train_on_inputs,
+                                  add_eos, batch_size)
+        for i, example in zip(chats + alpaca, done):
+            merged[i] = example
+        return merged
     eos = tokenizer.eos_token_id
     out = []
     for start in range(0, len(records), batch_size):
@@ -285,11 +305,13 @@ def tokenize_example(
 
 
 class InstructionDataset(Dataset):
-    """Instruction records tokenized up front, in batches (instruction sets are small: alpaca's 52k
-    records take seconds); ``ds[i]`` is a dict of int lists for :class:`train.data.Collator`.
+    """Instruction records (and conversations) tokenized up front, in batches (instruction sets are
+    small: alpaca's 52k records take seconds); ``ds[i]`` is a dict of int lists for
+    :class:`train.data.Collator`.
 
     Records whose prompt alone fills ``cutoff_len`` (so no answer token would be trained on) are
-    dropped and counted in ``skipped`` as well, unless ``train_on_inputs``.
+    dropped and counted in ``skipped`` as well, unless ``train_on_inputs``; so are conversations
+    whose first assistant turn starts beyond it.
     """
 
     def __init__(
@@ -300,15 +322,18 @@ class InstructionDataset(Dataset):
         cutoff_len: int = 512,
         train_on_inputs: bool = False,
         add_eos: bool = True,
+        chat_template: str | None = None,
     ) -> None:
         self.path = str(path)
         self.records, self.skipped = read_instructions(path)
         self.examples: list[dict[str, list[int]]] = []
         kept = []
-        examples = tokenize_examples(tokenizer, template, self.records, cutoff_len, train_on_inputs, add_eos)
+        examples = tokenize_examples(tokenizer, template, self.records, cutoff_len, train_on_inputs, add_eos,
+                                     chat_template=chat_template)
         for n, (record, example) in enumerate(zip(self.records, examples)):
             if not train_on_inputs and all(label == IGNORE_INDEX for label in example["labels"]):
-                self.skipped.add(f"{self.path}: record {n}", f"prompt fills cutoff_len {cutoff_len}")
+                reason = "no assistant token within cutoff_len" if "messages" in record else "prompt fills cutoff_len"
+                self.skipped.add(f"{self.path}: record {n}", f"{reason} {cutoff_len}")
                 continue
             kept.append(record)
             self.examples.append(example)

@@ -69,6 +69,11 @@ def init_distributed(cfg: RunConfig) -> None:
     for key, default in (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0"), ("MASTER_ADDR", "127.0.0.1")):
         os.environ.setdefault(key, default)
     os.environ.setdefault("MASTER_PORT", str(29500 + os.getpid() % 1000))
+    if cfg.cpu:
+        # DeepSpeed's CPU accelerator counts its devices by running `numactl --hardware` unless LOCAL_SIZE
+        # says, and ZeRO-3 asks for every gradient bucket it reduces: a subprocess per bucket, ~5 % of a
+        # CPU step. The devices of a CPU run are this node's processes.
+        os.environ.setdefault("LOCAL_SIZE", os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
     if torch.distributed.is_initialized():
         return
     # Rank 0 alone writes a 13B export or fsyncs a checkpoint while the others wait in a barrier:
@@ -338,6 +343,16 @@ class SuiteTrainer(Trainer):
 
     def _get_train_sampler(self, train_dataset: Any = None) -> ResumableSampler:
         return self.suite_sampler
+
+    def _prepare_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        inputs = super()._prepare_inputs(inputs)
+        # Packed batches (train.packing): the model keeps their examples apart only when given them
+        # without the 2-D attention mask, which the batch keeps for counting real tokens (a new dict:
+        # the Trainer counts on the one it collated).
+        if getattr(self.data_collator, "packed", False):
+            inputs = self.data_collator.model_inputs(
+                inputs, getattr(getattr(self.model, "config", None), "_attn_implementation", None))
+        return inputs
 
     def _run_epoch(self, **kwargs: Any) -> Any:
         # A resumed epoch's dataloader is wrapped twice (accelerate's SkipBatchSampler around its

@@ -150,9 +150,23 @@ def verify_against_sentencepiece(tokenizer: PreTrainedTokenizerBase, model_file:
 
 def save_tokenizer(tokenizer: PreTrainedTokenizerBase, out_dir: PathLike) -> None:
     """``save_pretrained`` plus the sentencepiece ``tokenizer.model`` it came from, so a checkpoint
-    holds the file LLaMA tooling (and :func:`load_tokenizer`'s verification) expects."""
+    holds the file LLaMA tooling (and :func:`load_tokenizer`'s verification) expects.
+
+    The chat template (the tokenizer's, else :data:`train.chat.DEFAULT_CHAT_TEMPLATE`) is stored as
+    ``chat_template`` in ``tokenizer_config.json``, where every transformers version reads it (5.x
+    would write a separate ``chat_template.jinja``, which older ones ignore)."""
+    from train.chat import template_of
+
     out = Path(out_dir)
-    tokenizer.save_pretrained(str(out))
+    own = tokenizer.chat_template
+    tokenizer.chat_template = template_of(tokenizer)
+    try:
+        tokenizer.save_pretrained(str(out), save_jinja_files=False)
+    finally:
+        tokenizer.chat_template = own
+    stale = out / "chat_template.jinja"  # from an earlier save: it would win over tokenizer_config.json on load
+    if stale.exists():
+        stale.unlink()
     source = getattr(tokenizer, "sentencepiece_file", None)
     if source and Path(source).is_file():
         target = out / SP_MODEL

@@ -1,5 +1,5 @@
-"""A small web page for a loaded model: instruction + optional input + decoding controls, the
-answer streamed as it is generated.
+"""A small web page for a loaded model: instruction + optional input, a prompt to continue, or a
+multi-turn chat, with decoding controls; the answer streamed as it is generated.
 
 Standard library only (``http.server`` with a thread per request): the page is for a person trying
 a checkpoint on a GPU node through an SSH tunnel, not a service. Generation is serialized (one
@@ -10,11 +10,14 @@ API:
 - ``GET /`` the page (``train/web/index.html``, ``app.js``, ``style.css``);
 - ``GET /api/info`` the mode, the decoding defaults, the model and adapter folders;
 - ``POST /api/generate`` with JSON ``{"mode": "instruction"|"continuation", "instruction",
-  "input"?, "decoding": {...}}`` (continuation: the ``instruction`` field holds the prompt). A bad
-  request gets 400 and ``{"error"}`` before anything is generated; else the answer comes as
-  Server-Sent Events: ``notice`` (beam search cannot stream), ``token`` ``{"text"}`` pieces,
-  then ``done`` ``{"finish", "new_tokens", "seconds"}`` or ``error``. A client that goes away
-  (the page's Stop) stops the generation.
+  "input"?, "decoding": {...}}`` (continuation: the ``instruction`` field holds the prompt), or
+  ``{"mode": "chat", "messages": [{"role", "content"}, …], "decoding"}``: the conversation so far,
+  ending with the user's message, which the server formats with the chat template (the page keeps
+  the history and sends all of it each time; the oldest turns are left out, with a notice, when
+  they would not fit the model). A bad request gets 400 and ``{"error"}`` before anything is
+  generated; else the answer comes as Server-Sent Events: ``notice`` (beam search cannot stream,
+  history left out), ``token`` ``{"text"}`` pieces, then ``done`` ``{"finish", "new_tokens",
+  "seconds"}`` or ``error``. A client that goes away (the page's Stop) stops the generation.
 
 CLI: ``python -m train.web --base DIR [--lora DIR] [--load-8bit] [--host 127.0.0.1] [--port 7860]``
 plus the decoding options of ``python -m train.generate`` (the page's defaults).
@@ -35,6 +38,7 @@ from typing import Any, Sequence
 
 from common.cli import Parser, run
 from common.jsonl import parse_json
+from train.chat import check_messages
 from train.cli import add_model_args, decoding_from_args, generator_from_args
 from train.generate import Decoding, GenerateError, Generator, Output
 
@@ -45,6 +49,7 @@ STATIC = {"/": ("index.html", "text/html; charset=utf-8"),
           "/app.js": ("app.js", "text/javascript; charset=utf-8"),
           "/style.css": ("style.css", "text/css; charset=utf-8")}
 MAX_BODY = 1 << 20
+REQUEST_MODES = ("instruction", "continuation", "chat")
 
 
 class RequestError(ValueError):
@@ -53,10 +58,11 @@ class RequestError(ValueError):
 
 @dataclass
 class Request:
-    mode: str             # instruction | continuation
-    instruction: str      # the prompt itself in continuation mode
+    mode: str             # instruction | continuation | chat
+    instruction: str      # the prompt itself in continuation mode; "" in chat mode
     input: str
     decoding: Decoding
+    messages: list[dict[str, str]] | None = None  # chat mode: the conversation, the user's message last
 
 
 def parse_request(body: bytes, default_mode: str, defaults: Decoding | None = None) -> Request:
@@ -68,19 +74,32 @@ def parse_request(body: bytes, default_mode: str, defaults: Decoding | None = No
         raise RequestError(f"the request body is not JSON ({exc})") from None
     if not isinstance(data, dict):
         raise RequestError("the request body must be a JSON object")
-    unknown = sorted(set(data) - {"mode", "instruction", "input", "decoding"})
+    unknown = sorted(set(data) - {"mode", "instruction", "input", "decoding", "messages"})
     if unknown:
         raise RequestError(f"unknown field {unknown[0]!r}")
     mode = data.get("mode") or default_mode
-    if mode not in ("instruction", "continuation"):
-        raise RequestError(f"mode must be instruction or continuation, got {mode!r}")
-    instruction = data.get("instruction")
-    if not isinstance(instruction, str) or not instruction.strip():
-        raise RequestError("the instruction (or prompt) is empty" if isinstance(instruction, (str, type(None)))
-                           else "instruction must be a string")
-    inp = data.get("input") or ""
-    if not isinstance(inp, str):
-        raise RequestError("input must be a string")
+    if mode not in REQUEST_MODES:
+        raise RequestError(f"mode must be instruction, continuation or chat, got {mode!r}")
+    messages = None
+    if mode == "chat":
+        if "instruction" in data or "input" in data:
+            raise RequestError("chat mode takes 'messages', not 'instruction' or 'input'")
+        if "messages" not in data:
+            raise RequestError("chat mode needs 'messages': the conversation, ending with the user's message")
+        messages, reason, detail = check_messages(data["messages"], for_generation=True)
+        if messages is None:
+            raise RequestError(f"messages: {reason}" + (f" ({detail})" if detail else ""))
+        instruction, inp = "", ""
+    else:
+        if "messages" in data:
+            raise RequestError(f"'messages' goes with mode chat, not {mode}")
+        instruction = data.get("instruction")
+        if not isinstance(instruction, str) or not instruction.strip():
+            raise RequestError("the instruction (or prompt) is empty" if isinstance(instruction, (str, type(None)))
+                               else "instruction must be a string")
+        inp = data.get("input") or ""
+        if not isinstance(inp, str):
+            raise RequestError("input must be a string")
     decoding = data.get("decoding") or {}
     if not isinstance(decoding, dict):
         raise RequestError("decoding must be an object")
@@ -88,7 +107,7 @@ def parse_request(body: bytes, default_mode: str, defaults: Decoding | None = No
         settings = Decoding.from_dict({**asdict(defaults or Decoding()), **decoding})
     except GenerateError as exc:
         raise RequestError(str(exc)) from None
-    return Request(mode, instruction, inp, settings)
+    return Request(mode, instruction, inp, settings, messages)
 
 
 class App:
@@ -99,6 +118,7 @@ class App:
         self.defaults = defaults or Decoding()
         self.info = {"mode": generator.default_mode, "defaults": asdict(self.defaults), **(info or {})}
         self.finished: deque[Output] = deque(maxlen=100)  # the latest results, newest last
+        self.prompts: deque[str] = deque(maxlen=100)      # the latest model inputs, newest last
 
 
 def make_handler(app: App) -> type[BaseHTTPRequestHandler]:
@@ -172,17 +192,24 @@ def make_handler(app: App) -> type[BaseHTTPRequestHandler]:
                 self._json(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
                 return
             g = app.generator
-            if req.mode == "instruction":
+            notices = []
+            if req.mode == "chat":
+                prompt, dropped = g.chat_prompt(req.messages, req.decoding.max_new_tokens)
+                if dropped:
+                    notices.append(f"the oldest {dropped} messages of the conversation were left out: with them "
+                                   "the prompt and the answer would not fit the model")
+            elif req.mode == "instruction":
                 prompt = g.prompt(req.instruction, req.input)
             else:
                 prompt = g.prompt(prompt=req.instruction)
-            self._stream(prompt, req.decoding)
+            app.prompts.append(prompt)
+            self._stream(prompt, req.decoding, notices)
 
         def _event(self, name: str, data: dict[str, Any]) -> None:
             self.wfile.write(f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode("utf-8"))
             self.wfile.flush()
 
-        def _stream(self, prompt: str, decoding: Decoding) -> None:
+        def _stream(self, prompt: str, decoding: Decoding, notices: Sequence[str] = ()) -> None:
             self.send_response(HTTPStatus.OK)
             self.send_header("Content-Type", "text/event-stream; charset=utf-8")
             self.send_header("Cache-Control", "no-store")
@@ -195,8 +222,10 @@ def make_handler(app: App) -> type[BaseHTTPRequestHandler]:
             result: Output | None = None
             try:
                 if decoding.num_beams > 1:
-                    self._event("notice", {"text": f"beam search (num_beams={decoding.num_beams}) cannot stream: "
-                                                   "the answer appears when it is complete; set beams to 1 to stream"})
+                    notices = [*notices, f"beam search (num_beams={decoding.num_beams}) cannot stream: the answer "
+                                         "appears when it is complete; set beams to 1 to stream"]
+                if notices:
+                    self._event("notice", {"text": " · ".join(notices)})
                 for piece in pieces:
                     if isinstance(piece, Output):
                         result = piece

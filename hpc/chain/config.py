@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from common.config import ConfigError, apply_sets, from_dict, load_yaml
-from hpc.chain.markers import STAGES
+from hpc.chain.markers import STAGES, TUNING_STAGES, stages_for
 from hpc.jobs import Frozen, resolve
 
-GPU_STAGES = {"pretrain": "pretrain", "lora": "lora"}  # stage → job kind whose shape and entry it uses
+GPU_STAGES = {"pretrain": "pretrain", "lora": "lora", "sft": "sft"}  # stage → job kind whose shape and entry it uses
 ROOT = Path(__file__).resolve().parent.parent.parent
-DEFAULT_LORA_DATA = ROOT / "examples" / "data" / "instructions" / "zh.jsonl"
+DEFAULT_INSTRUCTIONS = ROOT / "examples" / "data" / "instructions" / "zh.jsonl"
 
 
 @dataclass(frozen=True)
@@ -59,16 +59,27 @@ class ChainConfig:
     run_dir: str
     corpus: Any                                # a CorpusConfig YAML path, or {config: PATH, **overrides}
     pretrain: Any                              # a PretrainConfig YAML path, or {config: PATH, **overrides}
-    lora: Any                                  # a LoraConfig YAML path, or {config: PATH, **overrides}
+    lora: Any = None                           # a LoraConfig YAML path, or {config: PATH, **overrides}
+    sft: Any = None                            # a SftConfig YAML path, or {config: PATH, **overrides}
+    # How the pretrained model is tuned: lora (the lora stage, then merge + diff) or full (the sft
+    # stage, full-parameter; the diff is taken of its model directly). Only that section is needed.
+    tuning: str = "lora"
     tokenizer: Any = None                      # a tokenizer.model, or {train_from: DIR, vocab_size: N}
     recover: RecoverOptions = field(default_factory=RecoverOptions)
     generate: dict[str, Any] = field(default_factory=dict)  # cases: FILE, batch_size, decoding keys
     slurm: dict[str, Any] = field(default_factory=dict)     # per stage: {nodes, gpus_per_node, time}
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.slurm) - set(STAGES))
+        if self.tuning not in TUNING_STAGES:
+            raise ConfigError(f"key 'tuning': {self.tuning!r} is not one of {', '.join(TUNING_STAGES)}")
+        tuner = TUNING_STAGES[self.tuning]
+        if getattr(self, tuner) is None:
+            raise ConfigError(f"key {tuner!r}: missing, and tuning: {self.tuning} runs the {tuner} stage "
+                              f"(give {tuner}: {{config: FILE, …overrides}})")
+        known = list(STAGES) + ["sft"]
+        unknown = sorted(set(self.slurm) - set(known))
         if unknown:
-            raise ConfigError(f"key 'slurm': unknown stage {unknown[0]!r} (stages: {', '.join(STAGES)})")
+            raise ConfigError(f"key 'slurm': unknown stage {unknown[0]!r} (stages: {', '.join(known)})")
         for stage, shape in self.slurm.items():
             allowed = {"nodes", "gpus_per_node", "time"} if stage in GPU_STAGES else {"time"}
             allowed |= {"shards"} if stage == "corpus" else set()
@@ -94,14 +105,21 @@ class Chain:
     train_tokenizer: TokenizerSpec | None      # trained into `tokenizer` by the first stage, or None
     corpus: Frozen                             # corpus.spec.CorpusConfig
     pretrain: Frozen                           # train.pretrain.PretrainConfig
-    lora: Frozen                               # train.lora.LoraConfig
+    lora: Frozen | None                        # train.lora.LoraConfig (tuning: lora)
     recover: RecoverOptions
     generate: GenerateOptions
     slurm: dict[str, Any] = field(default_factory=dict)
+    tuning: str = "lora"
+    sft: Frozen | None = None                  # train.sft.SftConfig (tuning: full)
 
     @property
     def run(self) -> Path:
         return Path(self.run_dir)
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        """This chain's stages, in order (the tuning stage is lora or sft)."""
+        return stages_for(self.tuning)
 
     def shape(self, stage: str) -> dict[str, Any]:
         return dict(self.slurm.get(stage) or {})
@@ -119,7 +137,9 @@ class ResolvedChain:
     train_tokenizer: TokenizerSpec | None
     corpus: Any
     pretrain: Any
+    tuning: str
     lora: Any
+    sft: Any
     recover: RecoverOptions
     generate_cases: str
     generate_batch_size: int
@@ -128,17 +148,23 @@ class ResolvedChain:
 
 
 def resolved(chain: Chain) -> ResolvedChain:
+    def load(frozen: Frozen | None) -> Any:
+        return frozen.load() if frozen is not None else None
+
     return ResolvedChain(chain.run_dir, chain.tokenizer, chain.train_tokenizer, chain.corpus.load(),
-                         chain.pretrain.load(), chain.lora.load(), chain.recover, chain.generate.cases,
-                         chain.generate.batch_size, chain.generate.decoding.load(), chain.slurm)
+                         chain.pretrain.load(), chain.tuning, load(chain.lora), load(chain.sft), chain.recover,
+                         chain.generate.cases, chain.generate.batch_size, chain.generate.decoding.load(), chain.slurm)
 
 
 def stage_config(chain: Chain, stage: str) -> Any:
     """The typed config a stage runs with, rebuilt from the frozen copy."""
     if stage == "tokenizer":
         return chain.train_tokenizer or Path(chain.tokenizer)
-    if stage in ("corpus", "pretrain", "lora"):
-        return getattr(chain, stage).load()
+    if stage in ("corpus", "pretrain", "lora", "sft"):
+        frozen = getattr(chain, stage)
+        if frozen is None:
+            raise ConfigError(f"{chain.source}: this chain tunes with tuning: {chain.tuning}; it has no {stage} stage")
+        return frozen.load()
     if stage == "recover":
         return chain.recover
     if stage == "generate":
@@ -187,13 +213,21 @@ def load_chain(path: str | os.PathLike, sets: Iterable[str] = ()) -> Chain:
     pretrain = stage("pretrain", "train.pretrain:PretrainConfig",
                      {"data": str(run / "corpus" / "blend"), "tokenizer": str(tokenizer), "output_dir": str(run / "pretrain"),
                       "export_dir": str(run / "pretrain" / "final")})
-    lora = stage("lora", "train.lora:LoraConfig",
-                 {"base": str(run / "pretrain" / "final"), "output_dir": str(run / "lora"),
-                  "export_dir": str(run / "lora" / "adapter")},
-                 {"data": str(DEFAULT_LORA_DATA)})
+    # Only the tuning stage the chain runs is resolved: the other section may be there, unused.
+    lora = sft = None
+    if cfg.tuning == "lora":
+        lora = stage("lora", "train.lora:LoraConfig",
+                     {"base": str(run / "pretrain" / "final"), "output_dir": str(run / "lora"),
+                      "export_dir": str(run / "lora" / "adapter")},
+                     {"data": str(DEFAULT_INSTRUCTIONS)})
+    else:
+        sft = stage("sft", "train.sft:SftConfig",
+                    {"base": str(run / "pretrain" / "final"), "output_dir": str(run / "sft"),
+                     "export_dir": str(run / "sft" / "final")},
+                    {"data": str(DEFAULT_INSTRUCTIONS)})
     generate = _generate_options(path, cfg.generate, absolute)
     return Chain(str(path), str(run), str(tokenizer), train_tokenizer, corpus, pretrain, lora, cfg.recover,
-                 generate, dict(cfg.slurm))
+                 generate, dict(cfg.slurm), cfg.tuning, sft)
 
 
 def _resolve_stage(pipeline: str, stage: str, section: Any, cls: type, fixed: dict[str, Any],

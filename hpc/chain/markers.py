@@ -17,6 +17,13 @@ from common.markers import fingerprint as _sha256
 from common.markers import read_marker, write_marker
 
 STAGES = ("tokenizer", "corpus", "pretrain", "lora", "recover", "generate", "report")
+# pipeline.yaml's `tuning:` → the stage that tunes the pretrained model (the run folder it writes).
+TUNING_STAGES = {"lora": "lora", "full": "sft"}
+
+
+def stages_for(tuning: str = "lora") -> tuple[str, ...]:
+    """The chain's stages with ``tuning`` (lora: :data:`STAGES`; full: the sft stage in lora's place)."""
+    return tuple(TUNING_STAGES[tuning] if s == "lora" else s for s in STAGES)
 
 
 def fingerprint(data: Any) -> str:

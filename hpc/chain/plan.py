@@ -1,5 +1,6 @@
 """The chain as dependent Slurm jobs: tokenizer → corpus (each stage of the corpus plan an array
-job, then the mix) → pretrain (every node and GPU it asks for) → LoRA → recover → generate → report.
+job, then the mix) → pretrain (every node and GPU it asks for) → LoRA or full tuning (sft) → recover →
+generate → report.
 
 Each waits for the one before (afterok); a stage already done is skipped inside its job. Every job
 gets the same resolved :class:`~hpc.chain.config.Chain` in its pickle.
@@ -50,7 +51,7 @@ def plan_chain(ctx: Context) -> tuple[Chain, tuple[Step, ...]]:
             add(f"corpus-{stage.name}", ctx.cpu(stage.cpus), stages.corpus_task,
                 tuple((chain, stage.name, t) for t in range(stage.tasks)))
     add("corpus", corpus_cpu)
-    for stage in GPU_STAGES:
+    for stage in (s for s in chain.stages if s in GPU_STAGES):  # pretrain, then lora or sft
         res = shaped(stage, GPU_STAGES[stage])
         check_global_batch(stage_config(chain, stage), res, f"{stage} stage")
         add(stage, res)

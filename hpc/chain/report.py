@@ -1,7 +1,7 @@
 """The run folder's report: ``run_dir/report.md`` with PNG plots a person can look at.
 
 Corpus statistics (documents, samples, tokens, the sample-length histogram), the training and
-held-out loss, learning rate and tokens/s of pretraining and LoRA tuning (their metrics.jsonl, else
+held-out loss, learning rate and tokens/s of pretraining and LoRA or full tuning (their metrics.jsonl, else
 the Trainer's log history; hpc.chain.training_plot),
 the restore check, the generated samples, each stage's time, and where every artifact lives.
 """
@@ -63,7 +63,7 @@ def _plots(run: Path) -> dict[str, str]:
         plt.close(fig)
         made["lengths"] = "report-corpus-lengths.png"
     # Training: loss with held-out loss, learning rate, throughput (hpc.chain.training_plot).
-    if plot_training({name: training_records(run / name)[0] for name in ("pretrain", "lora")},
+    if plot_training({name: training_records(run / name)[0] for name in ("pretrain", "lora", "sft")},
                      run / "report-training.png"):
         made["training"] = "report-training.png"
     return made
@@ -104,14 +104,22 @@ def _corpus_section(run: Path) -> list[str]:
     return out + [""]
 
 
-def write_run_report(run_dir: str | os.PathLike) -> Path:
+def _stages(run: Path) -> tuple[str, ...]:
+    """The run's stages when the caller does not say: full tuning's (sft) where only it has run."""
+    full = (run / "sft").is_dir() and not (run / "lora").is_dir()
+    return markers.stages_for("full" if full else "lora")
+
+
+def write_run_report(run_dir: str | os.PathLike, stages: tuple[str, ...] | None = None) -> Path:
     """Write ``run_dir/report.md`` (and its PNGs) from the stage markers and the artifacts; return its path."""
     run = Path(run_dir)
+    stages = stages or _stages(run)
+    full = "sft" in stages
     plots = _plots(run)
     lines = [f"# Run report: {run}", ""]
 
     lines += ["## Stages", "", "| stage | done | seconds | Slurm job |", "|---|---|---|---|"]
-    for stage in markers.STAGES:
+    for stage in stages:
         m = markers.read(run, stage) or {}
         lines.append(f"| {stage} | {m.get('finished', 'this job' if stage == 'report' else '—')} | "
                      f"{m.get('seconds', '')} | {m.get('job_id') or ''} |")
@@ -122,7 +130,7 @@ def write_run_report(run_dir: str | os.PathLike) -> Path:
         lines += [f"![sample lengths]({plots['lengths']})", ""]
 
     lines += ["## Training", ""]
-    for name in ("pretrain", "lora"):
+    for name in ("pretrain", "sft" if full else "lora"):
         line = summary_line(name, *training_records(run / name))
         if line:
             lines.append(line)
@@ -133,7 +141,8 @@ def write_run_report(run_dir: str | os.PathLike) -> Path:
     verified = recover.get("verified")
     lines += ["", "## Publish and restore", ""]
     if verified:
-        lines.append(f"- `diff` = tuned − pretrained; `restored` = pretrained + diff, checked against the diff's "
+        tuned = "`sft/final` (full tuning)" if full else "tuned"
+        lines.append(f"- `diff` = {tuned} − pretrained; `restored` = pretrained + diff, checked against the diff's "
                      f"manifest: {json.dumps(verified, default=str)[:300]}")
 
     gens = []
@@ -150,9 +159,10 @@ def write_run_report(run_dir: str | os.PathLike) -> Path:
             lines.append(f"| {_cell(prompt, 60)} | {_cell(g.get('output', ''))} | {g.get('finish', '')} |")
 
     lines += ["", "## Artifacts", "", "| what | where | size |", "|---|---|---|"]
+    tuned = ((("tuned (full-parameter)", "sft/final"),) if full else
+             (("LoRA adapter", "lora/adapter"), ("tuned (merged)", "tuned")))
     for what, rel in (("tokenizer", "tokenizer.model"), ("corpus (mix)", "corpus/blend.mix.json"), ("pretrained model", "pretrain/final"),
-                      ("LoRA adapter", "lora/adapter"), ("tuned (merged)", "tuned"), ("diff", "diff"),
-                      ("restored", "restored"), ("generations", "generations.jsonl"),
+                      *tuned, ("diff", "diff"), ("restored", "restored"), ("generations", "generations.jsonl"),
                       ("TensorBoard", "pretrain/tensorboard")):
         lines.append(f"| {what} | `{run / rel}` | {_size(run / rel)} |")
     page = run / "report.md"

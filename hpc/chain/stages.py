@@ -16,7 +16,6 @@ from common.atomic import write_text
 from common.config import ConfigError, to_dict
 from hpc.chain import markers
 from hpc.chain.config import GPU_STAGES, Chain, stage_config
-from hpc.chain.markers import STAGES
 
 # Settings that change how a stage reports, not what it produces: no reason to redo the stage.
 _COSMETIC = ("progress", "logging_steps", "report_to", "dataloader_workers")
@@ -25,7 +24,7 @@ _COSMETIC = ("progress", "logging_steps", "report_to", "dataloader_workers")
 def _settings(chain: Chain, stage: str) -> Any:
     if stage == "tokenizer":
         return {"path": chain.tokenizer, "train": to_dict(chain.train_tokenizer)}
-    if stage in ("corpus", "pretrain", "lora"):
+    if stage in ("corpus", "pretrain", "lora", "sft"):
         return {k: v for k, v in getattr(chain, stage).data.items() if k not in _COSMETIC}
     if stage == "recover":
         return to_dict(chain.recover)
@@ -38,9 +37,10 @@ def _settings(chain: Chain, stage: str) -> Any:
 def fingerprint(chain: Chain, stage: str) -> str:
     """What a stage's output depends on: its own settings and, through the previous stage's
     fingerprint, everything upstream (a new corpus makes pretraining, and all after it, stale)."""
-    i = STAGES.index(stage)
+    order = chain.stages
+    i = order.index(stage)
     return markers.fingerprint({"stage": stage, "config": _settings(chain, stage),
-                                "upstream": fingerprint(chain, STAGES[i - 1]) if i else None})
+                                "upstream": fingerprint(chain, order[i - 1]) if i else None})
 
 
 def _rank() -> int:
@@ -156,6 +156,12 @@ def stage_corpus(chain: Chain) -> dict[str, Any]:
             "samples": mix.get("samples", 0), "tokens": mix.get("tokens", 0)}
 
 
+def tuned_model(chain: Chain) -> Path:
+    """The model the chain publishes: LoRA's adapter merged into the base (run_dir/tuned), or the
+    sft stage's own export (run_dir/sft/final) — full tuning has nothing to merge."""
+    return chain.run / "tuned" if chain.tuning == "lora" else chain.run / "sft" / "final"
+
+
 def stage_recover(chain: Chain) -> dict[str, Any]:
     """Publish the tuned model as a diff against the pretrained one and restore it from that diff."""
     from recover.apply import ApplyConfig, apply_diff
@@ -164,13 +170,15 @@ def stage_recover(chain: Chain) -> dict[str, Any]:
     from recover.manifest import verify_checkpoint
 
     run, opts = chain.run, chain.recover
-    base, adapter = run / "pretrain" / "final", run / "lora" / "adapter"
+    base, tuned = run / "pretrain" / "final", tuned_model(chain)
     shared: dict[str, Any] = {"force": True, "progress": False}
     if opts.max_shard_size is not None:
         shared["max_shard_size"] = opts.max_shard_size
-    merged = merge_lora(MergeLoraConfig(base=str(base), lora=str(adapter), out=str(run / "tuned"),
-                                        device=opts.device, **shared))
-    diff = make_diff(MakeDiffConfig(raw=str(base), tuned=str(run / "tuned"), out=str(run / "diff"),
+    merged = None
+    if chain.tuning == "lora":
+        merged = merge_lora(MergeLoraConfig(base=str(base), lora=str(run / "lora" / "adapter"), out=str(tuned),
+                                            device=opts.device, **shared))
+    diff = make_diff(MakeDiffConfig(raw=str(base), tuned=str(tuned), out=str(run / "diff"),
                                     diff_dtype=opts.diff_dtype, **shared))
     restored = apply_diff(ApplyConfig(raw=str(base), diff=str(run / "diff"), out=str(run / "restored"),
                                       dtype=opts.dtype, require_manifest=True, **shared))
@@ -198,7 +206,7 @@ def stage_generate(chain: Chain) -> dict[str, Any]:
 def stage_report(chain: Chain) -> dict[str, Any]:
     from hpc.chain.report import write_run_report
 
-    return {"report": str(write_run_report(chain.run))}
+    return {"report": str(write_run_report(chain.run, chain.stages))}
 
 
 STAGE_FUNCS: dict[str, Callable[[Chain], Any]] = {
@@ -209,4 +217,4 @@ STAGE_FUNCS: dict[str, Callable[[Chain], Any]] = {
 
 def run_local(chain: Chain) -> list[dict[str, Any]]:
     """Every stage here, in order (what `hpc.submit pipeline --local` and `make demo` do)."""
-    return [run_stage(stage, chain, distributed=False) for stage in STAGES]
+    return [run_stage(stage, chain, distributed=False) for stage in chain.stages]

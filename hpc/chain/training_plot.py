@@ -103,7 +103,7 @@ def summary_line(name: str, records: list[dict[str, Any]], source: str) -> str |
     return f"- {name}: " + ", ".join(parts) + f" (from {source})"
 
 
-COLOURS = {"pretrain": "#1f77b4", "lora": "#d62728"}
+COLOURS = {"pretrain": "#1f77b4", "lora": "#d62728", "sft": "#2ca02c"}
 
 
 def plot_training(curves: dict[str, list[dict[str, Any]]], path: str | Path) -> bool:

@@ -6,7 +6,10 @@ CaMA was used three ways, and so is this package:
 - continuation: the text is the prompt (the pretrained model, ``{"prompt"}`` cases);
 - instruction: the alpaca template around an instruction and an optional input (the LoRA-tuned
   model, ``{"instruction", "input"?}`` cases);
-- information extraction: instructions built from a schema (``--run-ie-cases``; :mod:`train.ie`).
+- information extraction: instructions built from a schema (``--run-ie-cases``; :mod:`train.ie`);
+
+and a multi-turn chat: the conversation so far formatted with the chat template saved with the
+tokenizer (:mod:`train.chat`; ``--chat``, the web page's chat mode, :meth:`Generator.chat_prompt`).
 
 Decoding defaults are CaMA's (``num_beams`` 2, ``temperature`` 0.2, ``top_p`` 0.75, ``top_k`` 40,
 ``repetition_penalty`` 1.3, ``max_new_tokens`` 512). CaMA passed temperature/top-p/top-k without

@@ -1,5 +1,6 @@
-"""A loaded model with its tokenizer and template: prompts in, :class:`Output` out, in batches or
-streamed, and cancellable (the web page's Stop).
+"""A loaded model with its tokenizer and templates: prompts in, :class:`Output` out, in batches or
+streamed, and cancellable (the web page's Stop). A conversation becomes a prompt through the chat
+template (:meth:`Generator.chat_prompt`, :mod:`train.chat`).
 
 Every output reports how it ended: ``finish`` is ``"eos"`` when the model wrote EOS, ``"length"``
 when it was cut at ``max_new_tokens``, ``"stopped"`` when a caller cancelled it.
@@ -23,14 +24,19 @@ class Output:
 
 
 class Generator:
-    """A loaded model with its tokenizer and prompt template: prompts in, :class:`Output`s out."""
+    """A loaded model with its tokenizer and prompt template: prompts in, :class:`Output`s out.
+    ``chat_template`` (a template's text): the one conversations are formatted with; default the
+    tokenizer's own (saved with the checkpoint), else :data:`train.chat.DEFAULT_CHAT_TEMPLATE`."""
 
-    def __init__(self, model: Any, tokenizer: Any, template: Any = None, default_mode: str = "continuation") -> None:
+    def __init__(self, model: Any, tokenizer: Any, template: Any = None, default_mode: str = "continuation",
+                 chat_template: str | None = None) -> None:
+        from train.chat import template_of
         from train.prompts import load_template
 
         self.model = model
         self.tokenizer = tokenizer
         self.template = template or load_template("alpaca")
+        self.chat_template = template_of(tokenizer, chat_template)
         if default_mode not in ("instruction", "continuation"):
             raise GenerateError(f"mode must be instruction or continuation, got {default_mode!r}")
         self.default_mode = default_mode
@@ -47,6 +53,32 @@ class Generator:
         if instruction is None:
             raise GenerateError("either a prompt or an instruction is needed")
         return self.template.prompt(instruction, input or None)
+
+    def chat_prompt(self, messages: Sequence[Any], max_new_tokens: int | None = None) -> tuple[str, int]:
+        """``(prompt, dropped)``: the conversation, which ends with the user's message, through the chat
+        template with the generation prompt. With ``max_new_tokens``, the oldest user/assistant pairs
+        are left out (``dropped`` messages; a system message stays) until the prompt and the answer fit
+        the model's positions."""
+        from train.chat import fit_history, render
+
+        dropped = 0
+        limit = getattr(getattr(self.model, "config", None), "max_position_embeddings", None)
+        if limit and max_new_tokens is not None:
+            budget = max(limit - max_new_tokens, 1)
+            messages, dropped = fit_history(self.tokenizer, messages, budget, self.chat_template)
+        return render(self.tokenizer, messages, add_generation_prompt=True, template=self.chat_template), dropped
+
+    def _encode(self, prompts: Sequence[str]) -> Any:
+        """Left-padded tensors; BOS added unless a prompt starts with it (a chat template writes it)."""
+        from train.chat import adds_bos
+
+        tok = self.tokenizer
+        flags = {adds_bos(tok, p) for p in prompts}
+        if len(flags) == 1:
+            enc = tok(list(prompts), return_tensors="pt", padding=True, add_special_tokens=flags.pop())
+        else:
+            enc = tok.pad([tok(p, add_special_tokens=adds_bos(tok, p)) for p in prompts], return_tensors="pt")
+        return enc.to(self.device)
 
     def _generate_kwargs(self, decoding: Decoding) -> dict[str, Any]:
         tok = self.tokenizer
@@ -68,7 +100,7 @@ class Generator:
                  stop: threading.Event | None = None) -> list[Output]:
         """One batch (left-padded); outputs in the order of ``prompts``."""
         decoding = decoding or Decoding()
-        enc = self.tokenizer(list(prompts), return_tensors="pt", padding=True).to(self.device)
+        enc = self._encode(prompts)
         kwargs = self._generate_kwargs(decoding)
         if stop is not None:
             kwargs["stopping_criteria"] = _stopping(stop)
@@ -92,7 +124,7 @@ class Generator:
             return
         from transformers import TextIteratorStreamer
 
-        enc = self.tokenizer([prompt], return_tensors="pt").to(self.device)
+        enc = self._encode([prompt])
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         stop = stop if stop is not None else threading.Event()
         kwargs = {**enc, **self._generate_kwargs(decoding), "streamer": streamer, "stopping_criteria": _stopping(stop)}

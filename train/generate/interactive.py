@@ -1,4 +1,5 @@
-"""Prompts from a terminal (or any text stream), answers streamed back."""
+"""Prompts from a terminal (or any text stream), answers streamed back; in chat mode a conversation
+whose history goes with every message."""
 
 from __future__ import annotations
 
@@ -8,12 +9,19 @@ from typing import Any
 from train.generate.decoding import Decoding
 from train.generate.generator import Generator, Output
 
+RESET = "/reset"
+
 
 def interactive(generator: Generator, decoding: Decoding, mode: str, stream: bool = True,
-                stdin: Any = None, stdout: Any = None, stderr: Any = None) -> int:
-    """Read prompts (continuation) or instruction + optional input (instruction mode) until EOF or
-    an empty prompt; print the answer as it is generated. A continuation prompt is one line: ``\\n``
-    in it stands for a newline (few-shot prompts)."""
+                stdin: Any = None, stdout: Any = None, stderr: Any = None, system: str | None = None) -> int:
+    """Read prompts (continuation), instruction + optional input (instruction mode) or the user's
+    messages (``chat``) until EOF or an empty line; print each answer as it is generated and return
+    how many were given. A prompt or message is one line: ``\\n`` in it stands for a newline.
+
+    In chat mode the conversation so far — ``system`` first, if given, then every message and
+    answer — is formatted with the chat template for each new message; the oldest turns are left out
+    (said on ``stderr``) when the prompt and ``max_new_tokens`` would not fit the model, and a line
+    ``/reset`` starts a new conversation."""
     stdin, stdout, stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
     tty = hasattr(stdin, "isatty") and stdin.isatty()
     if stream and decoding.num_beams > 1:
@@ -27,9 +35,23 @@ def interactive(generator: Generator, decoding: Decoding, mode: str, stream: boo
         line = stdin.readline()
         return None if not line else line.rstrip("\n")
 
+    history: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
+    start = list(history)
     count = 0
     while True:
-        if mode == "instruction":
+        if mode == "chat":
+            text = ask("you> ")
+            if not text:
+                break
+            if text.strip() == RESET:
+                history = list(start)
+                print("[a new conversation]", file=stderr)
+                continue
+            history.append({"role": "user", "content": text.replace("\\n", "\n")})
+            prompt, dropped = generator.chat_prompt(history, decoding.max_new_tokens)
+            if dropped:
+                print(f"[history: the oldest {dropped} messages left out to fit the model's context]", file=stderr)
+        elif mode == "instruction":
             instruction = ask("instruction> ")
             if not instruction:
                 break
@@ -54,6 +76,8 @@ def interactive(generator: Generator, decoding: Decoding, mode: str, stream: boo
         stdout.write("\n")
         stdout.flush()
         assert result is not None
+        if mode == "chat":
+            history.append({"role": "assistant", "content": result.text})
         print(f"[finish: {result.finish}, {result.new_tokens} new tokens]", file=stderr)
         count += 1
     return count

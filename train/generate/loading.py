@@ -17,6 +17,23 @@ ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 
 
+def stored_chat_template(folder: PathLike) -> str | None:
+    """The chat template saved with a tokenizer in ``folder`` (``chat_template`` of tokenizer_config.json,
+    or transformers 5's chat_template.jinja), if any."""
+    folder = Path(folder)
+    jinja = folder / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8") or None
+    config = folder / "tokenizer_config.json"
+    if not config.is_file():
+        return None
+    template = read_json_object(config, GenerateError, "tokenizer config").get("chat_template")
+    if isinstance(template, list):  # several named templates: the default one
+        named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+        template = named.get("default")
+    return template if isinstance(template, str) and template else None
+
+
 def pick_device(device: str = "auto") -> str:
     import torch
 
@@ -148,7 +165,8 @@ def check_adapter(lora_dir: PathLike, base_dir: PathLike, model: Any, ignore_bas
 def load_model(base: PathLike, lora: PathLike | None = None, load_8bit: bool = False, device: str = "auto",
                dtype: str = "auto", ignore_base_name: bool = False) -> tuple[Any, Any]:
     """(model in eval mode, tokenizer padding on the left) from an HF checkpoint folder and an
-    optional peft LoRA adapter."""
+    optional peft LoRA adapter. The tokenizer's chat template is the adapter's when it saved one (the
+    template it was tuned with), else the base's."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from train.tokenizer import check_vocab, load_tokenizer
@@ -184,5 +202,8 @@ def load_model(base: PathLike, lora: PathLike | None = None, load_8bit: bool = F
         with warnings.catch_warnings():
             quiet_known_warnings()  # peft's use of a deprecated transformers API, on every load
             model = PeftModel.from_pretrained(model, str(lora), is_trainable=False)
+        tuned_with = stored_chat_template(lora)
+        if tuned_with:
+            tokenizer.chat_template = tuned_with
     model.eval()  # generate() itself runs without gradients
     return model, tokenizer

@@ -1,16 +1,35 @@
 // The page: fills the decoding defaults from /api/info, posts a request to /api/generate and
 // appends the streamed Server-Sent Events ("token", "notice", "done", "error") to the answer.
+// In chat mode the page keeps the conversation and sends all of it with each message; the server
+// formats it with the chat template.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const FIELDS = { num_beams: "int", max_new_tokens: "int", repetition_penalty: "float",
                  temperature: "float", top_p: "float", top_k: "int" };
 let controller = null;
+let history = [];    // chat mode: the conversation so far, [{role, content}]
+let pending = null;  // chat mode: the messages of the request in flight
 
 function setMode(mode) {
-  const continuation = mode === "continuation";
-  $("instruction-label").textContent = continuation ? "Prompt" : "Instruction";
-  $("input-block").hidden = continuation;
+  const chat = mode === "chat";
+  $("instruction-label").textContent = chat ? "Message" : mode === "continuation" ? "Prompt" : "Instruction";
+  $("input-block").hidden = mode !== "instruction";
+  $("chat-block").hidden = !chat;
+  $("submit").textContent = chat ? "Send" : "Generate";
+}
+
+function showHistory() {
+  const list = $("history");
+  list.textContent = "";
+  for (const m of history) {
+    const item = document.createElement("li");
+    item.className = m.role;
+    item.dataset.role = m.role;
+    item.textContent = m.content;
+    list.appendChild(item);
+  }
+  $("history-empty").hidden = history.length > 0;
 }
 
 async function loadInfo() {
@@ -32,6 +51,16 @@ function decoding() {
 }
 
 function finish(message, state) {
+  if (pending) {
+    // An answer (or the part of it before Stop) joins the conversation; an error leaves it as it was.
+    const answer = $("answer").textContent;
+    if (state === "done" && answer) {
+      history = [...pending, { role: "assistant", content: answer }];
+      $("instruction").value = "";
+      showHistory();
+    }
+    pending = null;
+  }
   $("status").textContent = message;
   $("answer").dataset.state = state;
   $("submit").disabled = false;
@@ -59,8 +88,14 @@ async function generate(ev) {
   $("submit").disabled = true;
   $("stop").disabled = false;
   controller = new AbortController();
-  const body = { mode: $("mode").value, instruction: $("instruction").value,
-                 input: $("input").value, decoding: decoding() };
+  const mode = $("mode").value;
+  let body;
+  if (mode === "chat") {
+    pending = [...history, { role: "user", content: $("instruction").value }];
+    body = { mode, messages: pending, decoding: decoding() };
+  } else {
+    body = { mode, instruction: $("instruction").value, input: $("input").value, decoding: decoding() };
+  }
   let response;
   try {
     response = await fetch("/api/generate", { method: "POST", body: JSON.stringify(body),
@@ -101,5 +136,6 @@ async function generate(ev) {
 $("form").addEventListener("submit", generate);
 $("stop").addEventListener("click", () => { if (controller) controller.abort(); });
 $("mode").addEventListener("change", (e) => setMode(e.target.value));
+$("new-chat").addEventListener("click", () => { history = []; showHistory(); });
 loadInfo().then(() => { document.body.dataset.ready = "1"; })
           .catch((err) => { $("model").textContent = `cannot reach the server: ${err}`; });
