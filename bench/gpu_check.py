@@ -34,6 +34,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -161,9 +162,14 @@ def run(name: str, cmd: list[str], logs: Path, env: dict[str, str], timeout: flo
         raise StepFailed(f"{name}: not started, the check's time budget is spent")
     print(f"[gpu_check] {name}: {' '.join(cmd)}", flush=True)
     with log.open("w", encoding="utf-8") as f:
+        # A session of its own: on a timeout the whole group goes (torchrun's workers too), or they would
+        # keep the GPU's memory through the steps after it.
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            code = subprocess.run(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT, timeout=timeout).returncode
+            code = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
             code = None
     text = log.read_text(encoding="utf-8", errors="replace")
     if code != 0:
@@ -252,7 +258,7 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         try:
             value = fn()
-        except StepFailed as exc:
+        except Exception as exc:  # StepFailed, or an OOM / unreadable output: the other steps still run
             print(f"[gpu_check] FAILED {exc}", file=sys.stderr, flush=True)
             results[name] = {"error": str(exc)[:4000]}
             failed.append(name)

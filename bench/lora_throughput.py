@@ -4,12 +4,13 @@ to its longest example) against the suite's (packing + length grouping), on the 
     PYTHONPATH=. python bench/lora_throughput.py --threads 1      # CPU: tiny LLaMA, 1 warm-up + 3 runs a side
     PYTHONPATH=. python bench/lora_throughput.py --ablations      # also grouping alone and packing alone
     options: --preset tiny|tiny-h256|small|1b --copies N --repeat R --warmup W --cutoff-len 512
-             --micro-batch 4 --pad-multiple 8 --threads T --tokenizer LLaMA/tokenizer.model --no-ie --cpu
+             --micro-batch 4 --pad-multiple 8 --threads T --tokenizer LLaMA/tokenizer.model --no-ie --no-chat --cpu
 
 Both sides tune the same LoRA adapters (CaMA's: r 16, alpha 32, dropout 0.05 on the 7 projections) on
 the same LLaMA (random weights from a LlamaConfig, saved once and loaded by both) over the same
 examples — the bundled instruction mix (examples/data/instructions/*.jsonl) plus the IE records
-``python -m train.ie`` builds from examples/data/ie, ``--copies`` times, tokenized once at CaMA's cutoff
+``python -m train.ie`` builds from examples/data/ie and the multi-turn conversations of
+examples/data/chat, ``--copies`` times, tokenized once at CaMA's cutoff
 of 512 with the prompt masked — for exactly one epoch, every example trained once (no example dropped
 at an epoch's end on either side), with the same micro batch budget: ``--micro-batch`` sequences of
 at most cutoff_len tokens each. Baseline: ``transformers.Trainer`` with its random sampler and
@@ -62,6 +63,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                                                      "here on the bundled samples, cached in bench/.cache)")
     p.add_argument("--copies", type=int, default=2, help="times the example set is repeated (default 2)")
     p.add_argument("--no-ie", action="store_true", help="the instruction mix only, without the IE records")
+    p.add_argument("--no-chat", action="store_true", help="without the multi-turn conversations of examples/data/chat")
     p.add_argument("--cutoff-len", type=int, default=512)
     p.add_argument("--micro-batch", type=int, default=4, help="sequences per micro batch, both sides (alpaca-lora: 4)")
     p.add_argument("--pad-multiple", type=int, default=8, help="pad to a multiple of this, both sides (alpaca-lora: 8)")
@@ -103,8 +105,11 @@ def records_file(args) -> tuple[Path, dict[str, int]]:
         for task, name, lang in IE_INPUTS:
             records, _, _ = build(task, ROOT / "examples/data/ie" / name, lang)  # what `python -m train.ie` writes
             parts[f"ie/{name}"] = records
+    if not args.no_chat:
+        for f in sorted((ROOT / "examples/data/chat").glob("*.jsonl")):
+            parts[f"chat/{f.name}"] = [obj for _, obj in iter_jsonl(f)]
     CACHE.mkdir(parents=True, exist_ok=True)
-    path = CACHE / f"lora-mix{'-noie' if args.no_ie else ''}-x{args.copies}.jsonl"
+    path = CACHE / f"lora-mix{'-noie' if args.no_ie else ''}{'-nochat' if args.no_chat else ''}-x{args.copies}.jsonl"
     lines = [json.dumps(r, ensure_ascii=False) for _ in range(args.copies) for rs in parts.values() for r in rs]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path, {k: len(v) for k, v in parts.items()}

@@ -126,6 +126,10 @@ class QualityConfig:
                 raise ValueError(f"top_ngram_max_{lang} needs 3 values (n = 2, 3, 4)")
             if len(getattr(self, f"dup_ngram_max_{lang}")) != 6:
                 raise ValueError(f"dup_ngram_max_{lang} needs 6 values (n = 5..10)")
+        for key in ("harmful_zh_file", "harmful_en_file", "spam_en_file"):
+            path = getattr(self, key)
+            if path is not None and not Path(path).is_file():
+                raise ConfigError(f"{key}: no pattern file {path} (null: the list shipped in corpus/data/)")
         if self.ngram_units_zh not in ("mixed", "chars"):
             raise ValueError(f"ngram_units_zh is {self.ngram_units_zh!r}: 'mixed' (CJK characters and "
                              f"Latin/digit words) or 'chars' (every non-space character)")
@@ -444,21 +448,8 @@ def _required_literals(pattern: str) -> tuple[tuple[str, ...] | None, bool]:
 def _spam_lexicon(path: str | None) -> _PhraseSet:
     if path is None:
         path = str(resources.files("corpus") / "data" / "spam_en.txt")
-    out = []
-    for lineno, raw in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        weight = 1.0
-        m = _WEIGHT_SUFFIX.match(line)
-        if m:
-            line, weight = m.group(1), float(m.group(2))
-        try:
-            compiled = re.compile(line)
-        except re.error as exc:
-            raise ConfigError(f"{path}:{lineno}: bad pattern {line!r}: {exc}") from None
-        out.append((compiled, weight, *_required_literals(line)))
-    return _PhraseSet(tuple(out))
+    return _PhraseSet(tuple((re.compile(line), weight, *_required_literals(line))
+                            for line, weight in read_weighted_patterns(path)))
 
 
 def _fails_cjk_ratio(d: _Doc, cfg: QualityConfig) -> bool:
@@ -844,6 +835,30 @@ def failing_rules(text: str, lang: str, cfg: QualityConfig | None = None) -> lis
 _WEIGHT_SUFFIX = re.compile(r"^(.*?)\s+@(-?\d+(?:\.\d+)?)$")
 
 
+def read_weighted_patterns(path: str | Path, *, strip_word_start: bool = False) -> list[tuple[str, float]]:
+    """(regular expression, weight) per line of a pattern file: an optional ``@weight`` suffix (default 1;
+    negative: context that counts against), blank and ``#`` lines ignored; with ``strip_word_start`` a
+    leading ``\\b`` is removed (the caller checks word starts itself). A bad regex fails naming the file
+    and line."""
+    out = []
+    for lineno, raw in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        weight = 1.0
+        m = _WEIGHT_SUFFIX.match(line)
+        if m:
+            line, weight = m.group(1), float(m.group(2))
+        if strip_word_start:
+            line = line.removeprefix(r"\b")
+        try:
+            re.compile(line)
+        except re.error as exc:
+            raise ConfigError(f"{path}:{lineno}: bad pattern {line!r}: {exc}") from None
+        out.append((line, weight))
+    return out
+
+
 @dataclass(frozen=True)
 class _Lexicon:
     """Patterns grouped by weight into one alternation per weight, so a document is scanned once
@@ -866,21 +881,8 @@ def load_patterns(path: str | Path, *, ignore_case: bool) -> _Lexicon:
     and checked on each match instead, because a leading ``\\b`` stops Python's regex engine from
     skipping ahead by first character and made the scan ~5x slower."""
     by_weight: dict[float, list[str]] = {}
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    for lineno, raw in enumerate(lines, 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        weight = 1.0
-        m = _WEIGHT_SUFFIX.match(line)
-        if m:
-            line, weight = m.group(1), float(m.group(2))
-        if ignore_case:
-            line = line.removeprefix(r"\b")   # en patterns are written in lower case
-        try:
-            re.compile(line)
-        except re.error as exc:
-            raise ConfigError(f"{path}:{lineno}: bad pattern {line!r}: {exc}") from None
+    # en patterns are written in lower case, their word starts checked on each match
+    for line, weight in read_weighted_patterns(path, strip_word_start=ignore_case):
         by_weight.setdefault(weight, []).append(f"(?:{line})")
     groups = tuple((w, re.compile("|".join(ps))) for w, ps in sorted(by_weight.items()))
     # en only: its patterns start with common Latin letters, so the regex engine tries its branches

@@ -79,6 +79,14 @@ class SourceSpec:
         from corpus.sources.simplify import profile
 
         self.to_simplified = profile(self.to_simplified, f"{where}: key 'to_simplified'")
+        if self.to_simplified and self.lang != "zh":
+            raise ConfigError(f"{where}: to_simplified converts Chinese; this source is lang {self.lang!r}")
+        simplify = [s for s in self.step_names if s.partition(":")[0] == "simplify"]
+        if simplify and self.options.get("to_simplified"):   # the wiki readers' own option
+            simplify.append(f"options.to_simplified: {self.options['to_simplified']}")
+        if len(simplify) > 1:
+            raise ConfigError(f"{where}: Traditional → Simplified twice ({', '.join(simplify)}): give "
+                              f"to_simplified or a simplify step in steps:, not both")
 
     @property
     def step_names(self) -> list[str]:

@@ -99,3 +99,17 @@ def test_simplify_step_converts_text_and_title() -> None:
     (step,) = make_steps(["simplify:hk2s"], "zh", None)
     doc = Document("d:1", "d", "潮濕灶台", {"title": "虛偽歎息", "path": "x"})
     assert step.apply(doc) is doc and (doc.text, doc.meta["title"]) == ("潮湿灶台", "虚伪叹息")
+
+
+@pytest.mark.parametrize("extra,message", [
+    ({"lang": "en", "to_simplified": "t2s"}, "to_simplified converts Chinese"),
+    ({"to_simplified": "tw2s", "steps": ["simplify:t2s", "clean"]}, "Traditional → Simplified twice"),
+    ({"to_simplified": "tw2s", "layout": "wiki", "options": {"to_simplified": True}}, "Traditional → Simplified twice"),
+])
+def test_simplifying_twice_or_a_non_chinese_source_is_refused(extra, message):
+    from common.config import ConfigError, from_dict
+    from corpus.spec import SourceSpec
+
+    spec = {"name": "s", "layout": "jsonl", "paths": ["x.jsonl"], "lang": "zh", **extra}
+    with pytest.raises(ConfigError, match=message):
+        from_dict(SourceSpec, spec)

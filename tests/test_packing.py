@@ -233,7 +233,9 @@ def test_instruction_data_packs_the_training_and_validation_sets(tmp_path, token
     from common.config import ConfigError
 
     with pytest.raises(ConfigError, match="pack_length 100 is below cutoff_len 256"):
-        InstructionConfig(base="b", data="d", output_dir="o", cutoff_len=256, pack_length=100)
+        InstructionConfig(base="b", data="d", output_dir="o", cutoff_len=256, pack_length=100, packing=True)
+    with pytest.raises(ConfigError, match="pack_length 512 is set but packing is off"):
+        InstructionConfig(base="b", data="d", output_dir="o", cutoff_len=256, pack_length=512)
 
 
 # --------------------------------------------------------------------------------------------

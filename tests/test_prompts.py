@@ -280,7 +280,7 @@ def test_instruction_dataset_split_and_collate(tok, tmp_path):
 def test_all_prompts_too_long_is_an_error(tok, tmp_path):
     path = tmp_path / "long.jsonl"
     path.write_text(json.dumps({"instruction": "x " * 100, "output": "y"}) + "\n")
-    with pytest.raises(InstructionDataError, match="every record's prompt fills cutoff_len 16"):
+    with pytest.raises(InstructionDataError, match="no record has a token to train on within cutoff_len 16 \(prompt fills cutoff_len 16\)"):
         InstructionDataset(path, tok, load_template("alpaca"), cutoff_len=16)
 
 

@@ -525,3 +525,12 @@ def test_spam_scan_at_literals_equals_a_full_regex_scan(tmp_path: Path) -> None:
     assert lits["[ch]lick"] == (("lick",), False) and lits["x+"] == (None, False)
     assert lits["(?:dear|hi) (?:friend|you)"] == (("dear", "hi"), True)
     assert lits["(?:e-?)?mail (?:x|y)"] == (("mail ",), False)
+
+
+@pytest.mark.parametrize("key", ["harmful_zh_file", "harmful_en_file", "spam_en_file"])
+def test_a_missing_pattern_file_fails_when_the_config_loads(tmp_path, key):
+    # not at the first document of a long build, as a FileNotFoundError
+    cfg = tmp_path / "filters.yaml"
+    cfg.write_text(f"{key}: {tmp_path / 'nope.txt'}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=f"{key}: no pattern file .*nope.txt"):
+        load_quality_config(cfg)

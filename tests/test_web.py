@@ -417,3 +417,17 @@ def test_a_malformed_request_is_one_log_line_not_a_traceback(server, capsys):
     assert all('400' in line for line in lines), err
     assert "(code 400, message Bad request" in lines[2]
     assert request(server, "GET", "/api/info")[0].status == 200
+
+
+def test_a_chat_template_that_refuses_the_conversation_is_a_400(server):
+    """A model whose own template raises (Jinja's raise_exception) on a request: one error, not a dead handler."""
+    g = server.generator
+    saved = g.chat_template
+    g.chat_template = "{{ raise_exception('only two roles here') }}"
+    try:
+        resp, payload = request(server, "POST", "/api/generate",
+                                {"mode": "chat", "messages": [{"role": "user", "content": "q"}]})
+    finally:
+        g.chat_template = saved
+    assert resp.status == 400
+    assert "only two roles here" in json.loads(payload)["error"]

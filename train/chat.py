@@ -170,9 +170,21 @@ def template_of(tokenizer: Any, template: str | None = None) -> str:
 
 def render(tokenizer: Any, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = False,
            template: str | None = None) -> str:
-    """The conversation as text through the chat template (``template_of``)."""
-    return tokenizer.apply_chat_template([dict(m) for m in messages], chat_template=template_of(tokenizer, template),
-                                         tokenize=False, add_generation_prompt=add_generation_prompt)
+    """The conversation as text through the chat template (``template_of``). A template that fails on it
+    (``raise_exception``, an undefined name) is a ChatTemplateError, so a CLI or the web page reports it
+    as one line instead of a Jinja traceback; syntax errors pass through for :func:`check_chat_template`
+    to name their line."""
+    import jinja2
+
+    try:
+        return tokenizer.apply_chat_template([dict(m) for m in messages],
+                                             chat_template=template_of(tokenizer, template),
+                                             tokenize=False, add_generation_prompt=add_generation_prompt)
+    except (ChatTemplateError, jinja2.TemplateSyntaxError):
+        raise
+    except Exception as exc:
+        raise ChatTemplateError(f"the chat template cannot render a conversation "
+                                f"({type(exc).__name__}: {exc})") from None
 
 
 def assistant_spans(tokenizer: Any, messages: Sequence[Mapping[str, str]],

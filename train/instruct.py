@@ -51,6 +51,8 @@ class InstructionConfig(RunConfig):
         super().__post_init__()
         if self.cutoff_len < 8:
             raise ConfigError(f"cutoff_len must be ≥ 8, got {self.cutoff_len}")
+        if self.pack_length is not None and not self.packing:
+            raise ConfigError(f"pack_length {self.pack_length} is set but packing is off (set packing: true)")
         if self.pack_length is not None and self.pack_length < self.cutoff_len:
             raise ConfigError(f"pack_length {self.pack_length} is below cutoff_len {self.cutoff_len}: "
                               "every example must fit one packed sequence")

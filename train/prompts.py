@@ -339,7 +339,9 @@ class InstructionDataset(Dataset):
             self.examples.append(example)
         self.records = kept
         if not self.examples:
-            raise InstructionDataError(f"{self.path}: every record's prompt fills cutoff_len {cutoff_len}")
+            reasons = sorted({r for r in self.skipped if "cutoff_len" in r})
+            raise InstructionDataError(f"{self.path}: no record has a token to train on within cutoff_len "
+                                       f"{cutoff_len} ({'; '.join(reasons)})")
 
     @property
     def lengths(self) -> np.ndarray:

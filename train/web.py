@@ -38,7 +38,7 @@ from typing import Any, Sequence
 
 from common.cli import Parser, run
 from common.jsonl import parse_json
-from train.chat import check_messages
+from train.chat import ChatTemplateError, check_messages
 from train.cli import add_model_args, decoding_from_args, generator_from_args
 from train.generate import Decoding, GenerateError, Generator, Output
 
@@ -194,7 +194,11 @@ def make_handler(app: App) -> type[BaseHTTPRequestHandler]:
             g = app.generator
             notices = []
             if req.mode == "chat":
-                prompt, dropped = g.chat_prompt(req.messages, req.decoding.max_new_tokens)
+                try:
+                    prompt, dropped = g.chat_prompt(req.messages, req.decoding.max_new_tokens)
+                except ChatTemplateError as exc:   # the model's template refuses this conversation
+                    self._json(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
+                    return
                 if dropped:
                     notices.append(f"the oldest {dropped} messages of the conversation were left out: with them "
                                    "the prompt and the answer would not fit the model")

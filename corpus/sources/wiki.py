@@ -258,7 +258,9 @@ def _page(page: ET.Element, path: Path, lang: str, opts: WikiOptions | WikiJsonO
         return None
     try:
         text = strip(raw, lang=lang)
-    except RecursionError:   # absurdly deep nesting in one page: skip the page, not the dump
+    except (RecursionError, ValueError, IndexError):
+        # absurdly deep nesting, or a template argument no renderer foresaw, in one page: skip the page,
+        # not the dump
         skips["unparsable_markup"] += 1
         return None
     if not text.strip():

@@ -248,7 +248,7 @@ def _birth_death_zh(a: Args, lang: str | None) -> str:   # zh {{bd|1900年|1月1
 
 def _month(text: str) -> int | None:
     text = text.strip()
-    if text.isdigit():
+    if text.isdecimal():
         n = int(text)
         return n if 1 <= n <= 12 else None
     return _MONTH_NUMBER.get(text.casefold().rstrip("."))
@@ -258,7 +258,7 @@ def format_date(y: str, m: str = "", d: str = "", dmy: bool = False, lang: str |
     """``y``/``m``/``d`` (any of m, d empty) as "March 5, 2001" (``dmy``: "5 March 2001"; zh: "2001年3月5日")."""
     y, d = y.strip(), d.strip()
     month = _month(m) if m.strip() else None
-    day = str(int(d)) if d.isdigit() else d
+    day = str(int(d)) if d.isdecimal() else d
     if lang == "zh":
         return f"{y}年" + (f"{month}月" if month else "") + (f"{day}日" if month and day else "")
     if not month:
@@ -297,8 +297,8 @@ def _date_template(default_dmy: bool) -> Callable[[Args, str | None], str]:
 
 def _age(y1: str, m1: str, d1: str, y2: str, m2: str, d2: str) -> int | None:
     try:
-        a = (int(y1), _month(m1) or 1, int(d1) if d1.strip().isdigit() else 1)
-        b = (int(y2), _month(m2) or 1, int(d2) if d2.strip().isdigit() else 1)
+        a = (int(y1), _month(m1) or 1, int(d1) if d1.strip().isdecimal() else 1)
+        b = (int(y2), _month(m2) or 1, int(d2) if d2.strip().isdecimal() else 1)
     except ValueError:
         return None
     return a[0] - b[0] - ((a[1], a[2]) < (b[1], b[2]))
@@ -315,7 +315,7 @@ def _death_date_and_age(a: Args, lang: str | None) -> str:
 
 def _death_year_and_age(a: Args, lang: str | None) -> str:
     died, born = a.get(0), a.get(1)
-    if died.isdigit() and born.isdigit():
+    if died.isdecimal() and born.isdecimal():
         age = int(died) - int(born)
         return f"{died}（享年{age - 1}–{age}岁）" if lang == "zh" else f"{died} (aged {age - 1}–{age})"
     return died

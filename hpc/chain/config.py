@@ -171,7 +171,7 @@ def stage_config(chain: Chain, stage: str) -> Any:
         return chain.generate.decoding.load()
     if stage == "report":
         return None
-    raise ConfigError(f"unknown stage {stage!r} (stages: {', '.join(STAGES)})")
+    raise ConfigError(f"unknown stage {stage!r} (stages: {', '.join(stages_for(chain.tuning))})")
 
 
 def load_chain(path: str | os.PathLike, sets: Iterable[str] = ()) -> Chain:
