@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from common.config import ConfigError
-from train.config import RunConfig, TrainError
+from train.config import RunConfig, TrainError, quiet_known_warnings
 
 
 @dataclass(kw_only=True)
@@ -65,6 +65,21 @@ class InstructionData:
     sampler: Any
     collator: Any
     flops_seq_length: int   # the sequence length MFU is computed for
+
+
+def tune(cfg: InstructionConfig, run: Callable[[Any, Any], dict[str, Any]]) -> dict[str, Any]:
+    """What every instruction tuning's entry point does around its ``run(cfg, stopper)``: the checks that
+    need no torch first (a wrong base or tokenizer fails in a tenth of a second, not after loading
+    torch), then the run under the preemption signal handler. Every rank calls this."""
+    from train.fingerprint import check_base_tokenizer
+
+    check_base_tokenizer(cfg.tokenizer, cfg.base)  # the base was trained on text its own tokenizer split
+    check_base_folder(cfg.base)
+    quiet_known_warnings(cfg.cpu)
+    from train.runtime import StopOnSignal
+
+    with StopOnSignal() as stopper:
+        return run(cfg, stopper)
 
 
 def check_base_folder(base: str) -> None:

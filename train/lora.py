@@ -26,7 +26,7 @@ from common.atomic import write_json
 from common.config import ConfigError
 from common.jsonl import read_json_object
 from train.config import TrainError, quiet_known_warnings, run_cli
-from train.instruct import InstructionConfig, check_base_folder
+from train.instruct import InstructionConfig, tune
 
 CAMA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 PROBE = "probe.safetensors"
@@ -97,16 +97,7 @@ def build_model(cfg: LoraConfig, dtype: Any) -> Any:
 
 def main(cfg: LoraConfig) -> dict[str, Any]:
     """Tune LoRA adapters as ``cfg`` says; every rank calls this."""
-    from train.fingerprint import check_base_tokenizer
-
-    # Before torch is imported: the base was trained on text its own tokenizer split.
-    check_base_tokenizer(cfg.tokenizer, cfg.base)
-    check_base_folder(cfg.base)
-    quiet_known_warnings(cfg.cpu)
-    from train.runtime import StopOnSignal
-
-    with StopOnSignal() as stopper:
-        return _run(cfg, stopper)
+    return tune(cfg, _run)
 
 
 def _run(cfg: LoraConfig, stopper: Any) -> dict[str, Any]:

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from common.config import ConfigError
-from train.config import TrainError, quiet_known_warnings, run_cli
-from train.instruct import InstructionConfig, check_base_folder
+from train.config import TrainError, run_cli
+from train.instruct import InstructionConfig, tune
 
 
 @dataclass(kw_only=True)
@@ -50,16 +50,7 @@ class SftConfig(InstructionConfig):
 
 def main(cfg: SftConfig) -> dict[str, Any]:
     """Tune every weight of ``cfg.base`` as ``cfg`` says; every rank calls this."""
-    from train.fingerprint import check_base_tokenizer
-
-    # Before torch is imported: the base was trained on text its own tokenizer split.
-    check_base_tokenizer(cfg.tokenizer, cfg.base)
-    check_base_folder(cfg.base)
-    quiet_known_warnings(cfg.cpu)
-    from train.runtime import StopOnSignal
-
-    with StopOnSignal() as stopper:
-        return _run(cfg, stopper)
+    return tune(cfg, _run)
 
 
 def _run(cfg: SftConfig, stopper: Any) -> dict[str, Any]:
