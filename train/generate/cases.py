@@ -112,7 +112,8 @@ def run_cases(generator: Generator, cases: Sequence[Case], decoding: Decoding, b
             seconds = time.perf_counter() - began
             tokens = sum(out.new_tokens for out in outputs)
             rate = f", {tokens / seconds:.1f} tokens/s" if seconds > 0 else ""
-            log(f"case {start + len(chunk)}/{len(cases)} done, {tokens} new tokens in {seconds:.1f} s{rate}")
+            shown = f"{seconds:.2f}" if seconds < 10 else f"{seconds:.1f}"   # a small model's batch takes ms
+            log(f"case {start + len(chunk)}/{len(cases)} done, {tokens} new tokens in {shown} s{rate}")
     if bar is not None:
         bar.close()
     return [r for r in results if r is not None]
