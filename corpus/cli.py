@@ -1,4 +1,5 @@
-"""``python -m corpus``: build, plan, run-task, mix, report, train-tokenizer, inspect, validate, calibrate, merge.
+"""``python -m corpus``: build, plan, run-task, mix, report, train-tokenizer, inspect, validate, calibrate,
+train-classifier, merge.
 
 Errors a user can act on (bad config, missing input, corrupt index, a tokenizer other than the
 data's) are caught once, by :func:`common.cli.run`, and printed as one line on stderr,
@@ -213,6 +214,22 @@ def _calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_classifier(args: argparse.Namespace) -> int:
+    from corpus.classifier import TrainConfig, read_texts, save_classifier, train_classifier
+
+    positive = [t for path in args.positive for t in read_texts(path, args.text_key)]
+    negative = [t for path in args.negative for t in read_texts(path, args.text_key)]
+    cfg = TrainConfig(l2=args.l2, min_df=args.min_df, steps=args.steps)
+    clf = train_classifier(positive, negative, cfg)
+    header = (f"corpus train-classifier: {len(positive)} positive ({', '.join(args.positive)}), "
+              f"{len(negative)} negative ({', '.join(args.negative)})\n"
+              f"l2 {cfg.l2}, min_df {cfg.min_df}, {cfg.steps} steps: {len(clf.weights)} features")
+    save_classifier(clf, args.out, header)
+    print(f"{args.out}: {len(clf.weights)} features from {len(positive)} positive, {len(negative)} negative "
+          f"documents (use it as spam_en_model: in a filters YAML, or corpus.classifier.load_classifier)")
+    return 0
+
+
 def _sidecar_report(prefix: str) -> dict | None:
     try:
         return read_json_object(prefix + ".json")
@@ -330,6 +347,17 @@ def parser() -> argparse.ArgumentParser:
     cal.add_argument("--config", help="filter thresholds (QualityConfig YAML; default: the built-in defaults)")
     cal.add_argument("--json", action="store_true", help="the figures as one JSON object")
     cal.set_defaults(func=_calibrate)
+
+    tc = sub.add_parser("train-classifier", help="fit a linear text classifier (words and word pairs) on "
+                                                 "positive and negative JSON lines, e.g. your own spam rule")
+    tc.add_argument("--positive", action="append", required=True, help="JSON lines of the class to catch (repeatable)")
+    tc.add_argument("--negative", action="append", required=True, help="JSON lines of the rest (repeatable)")
+    tc.add_argument("--out", required=True, help="the model file (weight<TAB>feature lines)")
+    tc.add_argument("--text-key", default="text", help="the records' text key (default: text)")
+    tc.add_argument("--l2", type=float, default=1.0)
+    tc.add_argument("--min-df", type=int, default=3, help="features in fewer documents are not learned")
+    tc.add_argument("--steps", type=int, default=300)
+    tc.set_defaults(func=_train_classifier)
 
     m = sub.add_parser("merge", help="concatenate .bin/.idx shards (built with one tokenizer)")
     m.add_argument("output")

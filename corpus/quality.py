@@ -18,8 +18,8 @@ unknown key fails naming the key.
 English only: layout lines (quoted mail, text-table rows, a lone URL or path) are not the
 document's own prose; the line, word and repetition rules measure the document without them when
 what remains still passes the length rule (:func:`_own_view`). The ``spam`` rule scores bulk mail
-written as ordinary prose the way SpamAssassin scores a body (:func:`spam_score`: weighted phrases of
-``corpus/data/spam_en.txt``, each counted once, plus capitals, '!' and money amounts).
+written as ordinary prose with a linear classifier over the words and word pairs it contains
+(:func:`spam_score`, :mod:`corpus.classifier`, ``corpus/data/spam_en_model.tsv``).
 
 Speed: n-gram statistics use numpy rolling hashes over unit ids rather than Python tuples (zh unit
 ids come from the code points at numpy speed, :func:`_zh_unit_ids`), and two exact shortcuts —
@@ -41,6 +41,7 @@ import numpy as np
 
 from common.config import load_config
 from common.errors import ConfigError
+from corpus.classifier import LinearClassifier, load_classifier
 
 __all__ = [
     "QualityConfig",
@@ -85,12 +86,12 @@ class QualityConfig:
     # repetition: lines and paragraphs (both languages), then n-grams per language. zh n-gram units
     # are CJK characters and Latin/digit words (ngram_units_zh: "mixed"; "chars" = every non-space
     # character, the rule before issue 13, kept for comparisons); en units are words.
-    max_dup_lines: float = 0.30
-    max_dup_line_chars: float = 0.20
+    max_dup_lines: float = 0.45
+    max_dup_line_chars: float = 0.30
     max_dup_paragraphs: float = 0.30
     max_dup_paragraph_chars: float = 0.20
-    top_ngram_max_en: list[float] = field(default_factory=lambda: [0.20, 0.18, 0.16])                 # n = 2, 3, 4
-    dup_ngram_max_en: list[float] = field(default_factory=lambda: [0.15, 0.14, 0.13, 0.12, 0.11, 0.10])  # n = 5..10
+    top_ngram_max_en: list[float] = field(default_factory=lambda: [0.20, 0.25, 0.28])                 # n = 2, 3, 4
+    dup_ngram_max_en: list[float] = field(default_factory=lambda: [0.33, 0.30, 0.28, 0.26, 0.24, 0.22])  # n = 5..10
     top_ngram_max_zh: list[float] = field(default_factory=lambda: [0.20, 0.22, 0.25])
     dup_ngram_max_zh: list[float] = field(default_factory=lambda: [0.45, 0.42, 0.39, 0.36, 0.33, 0.30])
     ngram_units_zh: str = "mixed"
@@ -109,16 +110,10 @@ class QualityConfig:
     min_harmful_matches: float = 3.0
     harmful_zh_file: str | None = None   # None: the list shipped in corpus/data/
     harmful_en_file: str | None = None
-    # en only: bulk-mail spam written as ordinary prose (SpamAssassin-style body score). The weights
-    # of the phrases of spam_en_file that occur (each once), plus points for ALL-CAPS words, '!' and
-    # money amounts (each capped at spam_feature_cap points); rejected when the sum >= max_spam_score.
-    max_spam_score: float = 3.2
-    spam_caps_points: float = 10.0          # per unit share of ALL-CAPS words (1 point per 10 %)
-    spam_exclaim_points: float = 0.5        # per '!' (a run counts once) per 100 words
-    spam_exclaim_run_points: float = 0.7    # per run of two or more '!'
-    spam_money_points: float = 1.0          # per money amount ("$5", "US$ 20", "100 dollars") per 100 words
-    spam_feature_cap: float = 3.0
-    spam_en_file: str | None = None      # None: the list shipped in corpus/data/spam_en.txt
+    # en only: bulk-mail spam written as ordinary prose. A linear classifier's log-odds of spam
+    # (corpus.classifier: words and word pairs present), rejected at >= max_spam_score.
+    max_spam_score: float = 1.5
+    spam_en_model: str | None = None     # None: the model shipped in corpus/data/spam_en_model.tsv
 
     def __post_init__(self) -> None:
         for lang in ("en", "zh"):
@@ -126,10 +121,10 @@ class QualityConfig:
                 raise ValueError(f"top_ngram_max_{lang} needs 3 values (n = 2, 3, 4)")
             if len(getattr(self, f"dup_ngram_max_{lang}")) != 6:
                 raise ValueError(f"dup_ngram_max_{lang} needs 6 values (n = 5..10)")
-        for key in ("harmful_zh_file", "harmful_en_file", "spam_en_file"):
+        for key in ("harmful_zh_file", "harmful_en_file", "spam_en_model"):
             path = getattr(self, key)
             if path is not None and not Path(path).is_file():
-                raise ConfigError(f"{key}: no pattern file {path} (null: the list shipped in corpus/data/)")
+                raise ConfigError(f"{key}: no file {path} (null: the one shipped in corpus/data/)")
         if self.ngram_units_zh not in ("mixed", "chars"):
             raise ValueError(f"ngram_units_zh is {self.ngram_units_zh!r}: 'mixed' (CJK characters and "
                              f"Latin/digit words) or 'chars' (every non-space character)")
@@ -320,136 +315,22 @@ def _fails_harmful(d: _Doc, cfg: QualityConfig) -> bool:
 
 
 def _fails_spam(d: _Doc, cfg: QualityConfig) -> bool:
-    return spam_score(d.text, cfg, words=d.words) >= cfg.max_spam_score
+    return spam_score(d.text, cfg) >= cfg.max_spam_score
 
 
-_EXCLAIM = re.compile(r"!+")
-_MONEY = re.compile(r"(?:\$ ?\d|\d ?(?:dollars|usd)\b|\d ?% off\b)")
-
-
-def spam_score(text: str, cfg: QualityConfig | None = None, *, words: list[str] | None = None) -> float:
-    """The bulk-mail score of an English text, as SpamAssassin scores a body: the weights of the
-    phrases of the spam lexicon that occur (each pattern once, however often it matches; negative
-    weights are newsletter footers that ham has and spam rarely does), plus points for the share of
-    ALL-CAPS words (whitespace-separated tokens of 3+ characters with no lower-case letter and at
-    least one upper-case one), '!' per 100 words, runs of '!!', and money amounts per 100 words
-    (each of those capped at ``cfg.spam_feature_cap``). ``words``: ``text.split()``, if at hand."""
+def spam_score(text: str, cfg: QualityConfig | None = None) -> float:
+    """The log-odds that an English text is bulk-mail spam: the linear classifier of
+    ``cfg.spam_en_model`` (default ``corpus/data/spam_en_model.tsv``) over the words and word
+    pairs it contains (:mod:`corpus.classifier`)."""
     cfg = cfg or QualityConfig()
-    low = text.lower()
-    score = _spam_lexicon(cfg.spam_en_file).score(low)
-    if words is None:
-        words = text.split()
-    n_words = max(len(words), 1)
-    cap = cfg.spam_feature_cap
-    # compress() keeps the upper-case tokens at C speed; only those (few) are looked at in Python
-    caps = sum(1 for w in itertools.compress(words, map(str.isupper, words)) if len(w) >= 3)
-    score += min(cfg.spam_caps_points * caps / n_words, cap)
-    if "!" in text:
-        runs = _EXCLAIM.findall(text)
-        score += min(cfg.spam_exclaim_points * 100 * len(runs) / n_words, cap)
-        score += min(cfg.spam_exclaim_run_points * sum(1 for r in runs if len(r) > 1), cap)
-    if "$" in text or "dollar" in low or "usd" in low or "% off" in low:
-        score += min(cfg.spam_money_points * 100 * len(_MONEY.findall(low)) / n_words, cap)
-    return score
-
-
-@dataclass(frozen=True)
-class _PhraseSet:
-    """The spam lexicon, one compiled regex per pattern with its weight and the literal strings one
-    of which every match contains (None: unknown). ``str.find`` runs at C speed and most documents
-    contain few of those literals, so most patterns' regexes never run: scanning one alternation of
-    every pattern at every position made the whole check ~6x slower. A match counts only where a
-    word starts."""
-
-    # (regex, weight, literals, leading): with ``leading`` a match starts with one of ``literals``
-    patterns: tuple[tuple[re.Pattern[str], float, tuple[str, ...] | None, bool], ...]
-
-    def score(self, low: str) -> float:
-        total = 0.0
-        for pattern, weight, literals, leading in self.patterns:
-            if literals is None:
-                hit = any(self._word_start(low, m.start()) for m in pattern.finditer(low))
-            elif leading:
-                # a match starts with one of the literals: try the regex only where one occurs
-                hit = any(self._hit_at(pattern, low, lit) for lit in literals)
-            else:
-                hit = any(lit in low for lit in literals) and any(
-                    self._word_start(low, m.start()) for m in pattern.finditer(low))
-            if hit:
-                total += weight
-        return total
-
-    @staticmethod
-    def _word_start(low: str, i: int) -> bool:
-        return i == 0 or not low[i - 1].isalnum()
-
-    @staticmethod
-    def _hit_at(pattern: re.Pattern[str], low: str, lit: str) -> bool:
-        i = low.find(lit)
-        while i >= 0:
-            if (i == 0 or not low[i - 1].isalnum()) and pattern.match(low, i):
-                return True
-            i = low.find(lit, i + 1)
-        return False
-
-
-def _required_literals(pattern: str) -> tuple[tuple[str, ...] | None, bool]:
-    """(strings one of which every match of ``pattern`` contains, whether a match starts with one):
-    its leading literal text, through groups and alternations ("(?:dear|attention) x" gives
-    ("dear", "attention"), True), else its longest literal run outside groups ("(?:e-?)?mail (?:…)"
-    gives ("mail ",), False); (None, False) when there is neither."""
-    import re._parser as sre_parse
-    from re._constants import BRANCH, LITERAL, SUBPATTERN
-
-    def lead(items: list) -> set[str] | None:
-        if not items:
-            return None
-        op, arg = items[0]
-        if op is LITERAL:
-            run = []
-            for op2, arg2 in items:
-                if op2 is not LITERAL:
-                    break
-                run.append(chr(arg2))
-            return {"".join(run)}
-        if op is SUBPATTERN:
-            _, add, rem, sub = arg
-            return None if add or rem else lead(list(sub))
-        if op is BRANCH:
-            out: set[str] = set()
-            for alt in arg[1]:
-                got = lead(list(alt))
-                if got is None:
-                    return None
-                out |= got
-            return out
-        return None
-
-    try:
-        parsed = sre_parse.parse(pattern)
-    except re.error:
-        return None, False
-    if parsed.state.flags & ~re.UNICODE:
-        return None, False
-    items = list(parsed)
-    got = lead(items)
-    if got and all(got):
-        return tuple(sorted(got)), True
-    best, run = "", []
-    for op, arg in items + [(None, None)]:
-        if op is LITERAL:
-            run.append(chr(arg))
-        else:
-            best, run = max(best, "".join(run), key=len), []
-    return ((best,), False) if len(best) >= 3 else (None, False)
+    return _spam_model(cfg.spam_en_model).score(text)
 
 
 @functools.lru_cache(maxsize=8)
-def _spam_lexicon(path: str | None) -> _PhraseSet:
+def _spam_model(path: str | None) -> LinearClassifier:
     if path is None:
-        path = str(resources.files("corpus") / "data" / "spam_en.txt")
-    return _PhraseSet(tuple((re.compile(line), weight, *_required_literals(line))
-                            for line, weight in read_weighted_patterns(path)))
+        path = str(resources.files("corpus") / "data" / "spam_en_model.tsv")
+    return load_classifier(path)
 
 
 def _fails_cjk_ratio(d: _Doc, cfg: QualityConfig) -> bool:
@@ -479,7 +360,7 @@ def _fails_terminal_lines(d: _Doc, cfg: QualityConfig) -> bool:
         return False
     # layout lines (a table's rows, quoted mail, a lone URL) are left out even when the document is
     # judged whole (_own_view): a title, a sentence and a table is a page with one sentence in three lines
-    lines = [line for line in d.lines if not _LAYOUT_LINE.match(line)]
+    lines = [line.strip() for line in _prose_lines(d.text.split("\n")) if line.strip()]
     if len(lines) < 3:   # a paragraph or two on one line each says nothing about page structure
         return False
     # A line ends a sentence at its end, or inside it (". The"): hard-wrapped mail (72 columns) ends
@@ -770,11 +651,19 @@ RULES_CODE: list[tuple[str, frozenset[str], Rule]] = [("length", frozenset({"cod
 RULE_NAMES: list[str] = [name for name, _, _ in RULES_PROSE]
 
 # Layout lines: a mail's quoted reply ("> ...", "TP> ..."), a text table's rows and borders ("| a | b |",
-# "+----+"), a link or path alone on its line. They are a copy of another text, a grid, a listing --
-# not the document's own sentences -- so the line-shape, word and repetition rules measure the
-# document without them (the rules below). Length, the harmful lexicon, the stop words (a floor:
-# any occurrence counts) and the symbol ratio see the whole text.
-_LAYOUT_LINE = re.compile(r"[ \t]*(?:[A-Za-z]{0,4}>|\||\+[-=+]|\S*[/\\]\S*[ \t]*$)")
+# "+----+"), a link or path alone on its line, a shell command ("$ man 1 bash"), a row of figures with
+# no word in it ("1.398 6.104": a benchmark's output). They are a copy of another
+# text, a grid, a listing -- not the document's own sentences -- so the line-shape, word and
+# repetition rules measure the document without them (the rules below). Length, the harmful lexicon,
+# the spam classifier, the stop words (a floor: any occurrence counts) and the symbol ratio see the
+# whole text.
+_LAYOUT_LINE = re.compile(r"[ \t]*(?:[A-Za-z]{0,4}>|\||\+[-=+]|\S*[/\\]\S*[ \t]*$|\$ \S|(?=[^A-Za-z\n]*$)\D*\d)")
+
+
+def _prose_lines(lines: list[str]) -> list[str]:
+    return [line for line in lines if not _LAYOUT_LINE.match(line)]
+
+
 _OWN_TEXT_RULES = frozenset(name for name in RULE_NAMES
                             if name not in ("length", "harmful", "spam", "stop_words", "symbol_ratio", "cjk_ratio",
                                             "punct_per_cjk"))
@@ -786,11 +675,8 @@ def _own_view(d: _Doc, cfg: QualityConfig) -> _Doc:
     whole, as before); ``d`` itself when it has no layout lines."""
     if d.lang != "en":
         return d
-    text = d.text
-    if ">" not in text and "|" not in text and "+" not in text and "/" not in text and "\\" not in text:
-        return d
-    lines = text.split("\n")
-    kept = [line for line in lines if not _LAYOUT_LINE.match(line)]
+    lines = d.text.split("\n")
+    kept = _prose_lines(lines)
     if len(kept) == len(lines):
         return d
     own = _Doc("\n".join(kept), d.lang)

@@ -92,8 +92,10 @@ def test_ellipsis_lines() -> None:
 
 
 def test_alpha_words() -> None:
-    numbers = GOOD_EN + "\n" + " ".join(str(1000 + i * 37) for i in range(40))
-    assert check(numbers, "en", CFG) == "alpha_words"
+    figures = " ".join(str(1000 + i * 37) for i in range(40))
+    assert check(GOOD_EN + "\nFigures: " + figures, "en", CFG) == "alpha_words"
+    # a row of figures with no word in it is layout (a table, a benchmark's output): judged without it
+    assert check(GOOD_EN + "\n" + figures, "en", CFG) is None
 
 
 def test_mean_word_length() -> None:
@@ -113,15 +115,16 @@ def test_stop_words() -> None:
 
 def test_dup_lines() -> None:
     lines = GOOD_EN.split(". ")
-    doc = "\n".join(lines + ["Subscribe", "Subscribe", "Subscribe", "Subscribe", "Subscribe"])
+    doc = "\n".join(lines + ["Subscribe"] * 12)
     assert check(doc, "en", CFG) == "dup_lines"
-    assert check(doc, "en", QualityConfig(max_dup_lines=0.5)) is None
+    relaxed = QualityConfig(max_dup_lines=0.7, top_ngram_max_en=[1.0] * 3, dup_ngram_max_en=[1.0] * 6)
+    assert check(doc, "en", relaxed) is None
 
 
 def test_dup_line_chars() -> None:
     lines = GOOD_EN.split(". ")
     long_line = "This long footer line about the terms of use of the website is repeated on every single page"
-    doc = "\n".join(lines + [long_line, long_line, long_line])
+    doc = "\n".join(lines + [long_line] * 5)
     assert check(doc, "en", CFG) == "dup_line_chars"
     relaxed = QualityConfig(max_dup_line_chars=0.5, top_ngram_max_en=[1.0] * 3, dup_ngram_max_en=[1.0] * 6)
     assert check(doc, "en", relaxed) is None
@@ -470,67 +473,33 @@ SPAM = ("Dear Friend, you have been selected for this special offer! CLICK HERE 
 
 
 def test_spam_rule_catches_bulk_mail_and_passes_prose() -> None:
-    from corpus.quality import spam_score
-
-    from corpus.quality import failing_rules
+    from corpus.quality import failing_rules, spam_score
 
     assert "spam" in failing_rules(SPAM, "en", CFG)   # (its spam phrases are in the harmful lexicon too)
     assert check(SPAM, "en", QualityConfig(min_harmful_matches=1e9)) == "spam"
     assert "spam" not in failing_rules(SPAM, "en", QualityConfig(max_spam_score=1e9))
     assert spam_score(SPAM) >= CFG.max_spam_score > spam_score(GOOD_EN)
     assert check(GOOD_EN, "en", CFG) is None
-    # the layout points: capitals, '!' and money each add, each capped
-    plain = GOOD_EN
-    assert spam_score(plain.upper()) == pytest.approx(spam_score(plain) + CFG.spam_feature_cap, abs=0.5)
-    shout = plain.replace(".", "!!!")
-    assert spam_score(shout) > spam_score(plain) + 2
-    assert spam_score(plain + " It costs $5, $10 or $20.") > spam_score(plain) + 1
 
 
-def test_spam_phrases_count_once_and_at_word_starts(tmp_path: Path) -> None:
+def test_spam_rule_reads_the_configured_model(tmp_path: Path) -> None:
+    from corpus.classifier import LinearClassifier, save_classifier
     from corpus.quality import spam_score
 
-    lex = tmp_path / "spam.txt"
-    lex.write_text("# test\nclick here @2\n(?:act|order) now @1.5\nunsubscribe @-0.5\n", encoding="utf-8")
-    cfg = QualityConfig(spam_en_file=str(lex), spam_caps_points=0.0, spam_exclaim_points=0.0,
-                        spam_exclaim_run_points=0.0, spam_money_points=0.0)
-    assert spam_score("click here, click here and click here", cfg) == 2.0
-    assert spam_score("doubleclick here", cfg) == 0.0
-    assert spam_score("Order now or act now. Unsubscribe below.", cfg) == 1.0
-    bad = tmp_path / "bad.txt"
-    bad.write_text("fine\n(broken @2\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match="bad.txt:2"):
-        spam_score("x", QualityConfig(spam_en_file=str(bad)))
+    model = tmp_path / "model.tsv"
+    save_classifier(LinearClassifier({"order now": 3.0, "$": 1.0, "the": -0.5}, -2.0), model)
+    cfg = QualityConfig(spam_en_model=str(model), max_spam_score=1.0)
+    # each feature counts once, however often it occurs
+    assert spam_score("Order now, order now! It is $5 or $10.", cfg) == pytest.approx(2.0)
+    assert spam_score("the the the", cfg) == pytest.approx(-2.5)
+    assert check(GOOD_EN + " Order now for $5.", "en", cfg) == "spam"
+    assert check(GOOD_EN, "en", cfg) is None
 
 
-def test_spam_scan_at_literals_equals_a_full_regex_scan(tmp_path: Path) -> None:
-    """The spam lexicon is matched only where a pattern's leading literals occur (or, for patterns
-    with none, once a literal it must contain occurs); the hits must be what a plain finditer with
-    the word-start check gives, for the shipped list and for patterns of every shape."""
-    from corpus import quality as q
-
-    odd = tmp_path / "odd.txt"
-    odd.write_text("[ch]lick @2\n(?:e-?)?mail (?:x|y)\n\\d+ ?% off\n(?:dear|hi) (?:friend|you)\nremov\n"
-                   "\\$ ?\\d+\nx+\n(?:ab|a)b @3\n", encoding="utf-8")
-    for path in (None, str(odd)):
-        lex = q._spam_lexicon(path)
-        texts = list(_random_texts(3, 1500)) + [SPAM.lower(), "xx dear you maily x 5% off $ 3 abb ab"]
-        for text in texts:
-            low = text.lower()
-            for pattern, weight, literals, leading in lex.patterns:
-                slow = any(m.start() == 0 or not low[m.start() - 1].isalnum() for m in pattern.finditer(low))
-                fast = q._PhraseSet(((pattern, weight, literals, leading),)).score(low) != 0.0
-                assert fast == slow, (text[:80], pattern.pattern)
-    lits = {p.pattern: (lit, lead) for p, _, lit, lead in q._spam_lexicon(str(odd)).patterns}
-    assert lits["[ch]lick"] == (("lick",), False) and lits["x+"] == (None, False)
-    assert lits["(?:dear|hi) (?:friend|you)"] == (("dear", "hi"), True)
-    assert lits["(?:e-?)?mail (?:x|y)"] == (("mail ",), False)
-
-
-@pytest.mark.parametrize("key", ["harmful_zh_file", "harmful_en_file", "spam_en_file"])
+@pytest.mark.parametrize("key", ["harmful_zh_file", "harmful_en_file", "spam_en_model"])
 def test_a_missing_pattern_file_fails_when_the_config_loads(tmp_path, key):
     # not at the first document of a long build, as a FileNotFoundError
     cfg = tmp_path / "filters.yaml"
     cfg.write_text(f"{key}: {tmp_path / 'nope.txt'}\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match=f"{key}: no pattern file .*nope.txt"):
+    with pytest.raises(ConfigError, match=f"{key}: no file .*nope.txt"):
         load_quality_config(cfg)
