@@ -657,7 +657,10 @@ RULE_NAMES: list[str] = [name for name, _, _ in RULES_PROSE]
 # repetition rules measure the document without them (the rules below). Length, the harmful lexicon,
 # the spam classifier, the stop words (a floor: any occurrence counts) and the symbol ratio see the
 # whole text.
-_LAYOUT_LINE = re.compile(r"[ \t]*(?:[A-Za-z]{0,4}>|\||\+[-=+]|\S*[/\\]\S*[ \t]*$|\$ \S|(?=[^A-Za-z\n]*$)\D*\d)")
+# Possessive quantifiers and lookaheads keep the match linear in the line's length: with plain ones a
+# 100,000-character line of spaces or slashes took a minute (quadratic backtracking).
+_LAYOUT_LINE = re.compile(r"[ \t]*+(?:[A-Za-z]{0,4}>|\||\+[-=+]|(?=[^\s/\\]*+[/\\])\S++[ \t]*+$|\$ \S"
+                          r"|(?=[^A-Za-z\n]*+$)\D*+\d)")
 
 
 def _prose_lines(lines: list[str]) -> list[str]:

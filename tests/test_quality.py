@@ -503,3 +503,18 @@ def test_a_missing_pattern_file_fails_when_the_config_loads(tmp_path, key):
     cfg.write_text(f"{key}: {tmp_path / 'nope.txt'}\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=f"{key}: no file .*nope.txt"):
         load_quality_config(cfg)
+
+
+def test_layout_lines_of_any_length_do_not_backtrack() -> None:
+    """A crawled page can hold one enormous line; the layout-line pattern once backtracked
+    quadratically on runs of spaces or slashes (a 100,000-character line took ~2 minutes). A hang
+    guard, not a speed target: linear matching takes milliseconds, quadratic would take hours."""
+    import subprocess
+    import sys
+
+    code = ("from corpus.quality import check\n"
+            "for bad in (' ' * 300000 + 'x', '/' * 300000 + ' a', '\\t' * 300000 + 'word'):\n"
+            "    check('The river rises on the plateau and flows east to the sea. ' * 20 + '\\n' + bad, 'en')\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert run.returncode == 0, run.stderr
