@@ -78,8 +78,16 @@ $(VENV)/.dev: $(VENV)/.train pyproject.toml
 
 # DeepSpeed compiles its CPU shared-memory collective op on first use (30-90 s, once per machine,
 # cached in ~/.cache/torch_extensions): build it here rather than inside the first training run.
+# One compiler at a time (MAX_JOBS=1): each cc1plus over torch's headers takes ~1.6 GB, and a CI machine
+# short of memory has had one killed mid-build. A killed build resumes where it stopped, so try again.
+DSOPS_TRIES ?= 3
 $(VENV)/.dsops: $(VENV)/.train
-	$(PY) -c 'from deepspeed.ops.op_builder.cpu.comm import ShareMemCommBuilder as B; B().load()'
+	@for try in $$(seq $(DSOPS_TRIES)); do \
+		MAX_JOBS=1 $(PY) -c 'from deepspeed.ops.op_builder.cpu.comm import ShareMemCommBuilder as B; B().load()' \
+			&& break; \
+		if [ $$try = $(DSOPS_TRIES) ]; then echo "DeepSpeed's shm op did not build in $(DSOPS_TRIES) tries" >&2; exit 1; fi; \
+		echo "DeepSpeed's shm op build failed (try $$try of $(DSOPS_TRIES)); trying again in 15 s" >&2; sleep 15; \
+	done
 	@touch $@
 
 ## The local dev Slurm cluster (3 nodes × 8 stand-in V100s); the tests start and stop it themselves.
