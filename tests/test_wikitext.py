@@ -30,32 +30,104 @@ def _bench():
 # ---------------------------------------------------------------- templates
 
 CONVERT = [
-    ("{{convert|105|km2}}", "105 square kilometres"),
-    ("{{convert|105|km2|abbr=on}}", "105 km²"),
-    ("{{convert|105|km2|sqmi|abbr=on}}", "105 km²"),
-    ("{{convert|1|mi|km}}", "1 mile"),
-    ("{{convert|10|mi|km|adj=on}}", "10-mile"),
-    ("{{convert|100|m|sp=us}}", "100 meters"),
-    ("{{convert|1|to|3|m}}", "1 to 3 metres"),
-    ("{{convert|1|-|3|m|abbr=on}}", "1–3 m"),
-    ("{{convert|2|x|3|m}}", "2 × 3 metres"),
-    ("{{convert|5|ft|6|in|cm}}", "5 feet 6 inches"),
-    ("{{convert|1300|mi|km}}", "1,300 miles"),
-    ("{{convert|64|F|C}}", "64 degrees Fahrenheit"),
-    ("{{convert|18|C|F|abbr=on}}", "18 °C"),
-    ("{{convert|94.4|/sqmi|/km2|abbr=on}}", "94.4/sq mi"),
+    ("{{convert|105|km2}}", "105 square kilometres (41 sq mi)"),
+    ("{{convert|105|km2|abbr=on}}", "105 km² (41 sq mi)"),
+    ("{{convert|105|km2|sqmi|abbr=on}}", "105 km² (41 sq mi)"),
+    ("{{convert|1|mi|km}}", "1 mile (1.6 km)"),
+    ("{{convert|10|mi|km|adj=on}}", "10-mile (16 km)"),
+    ("{{convert|100|m|sp=us}}", "100 meters (330 ft)"),          # "100" is precise to the hundred
+    ("{{convert|1|to|3|m}}", "1 to 3 metres (3.3 to 9.8 ft)"),
+    ("{{convert|1|-|3|m|abbr=on}}", "1–3 m (3.3–9.8 ft)"),
+    ("{{convert|2|x|3|m}}", "2 × 3 metres (6.6 × 9.8 ft)"),
+    ("{{convert|5|ft|6|in|cm}}", "5 feet 6 inches (168 cm)"),
+    ("{{convert|5|ft|6|in}}", "5 feet 6 inches (1.68 m)"),
+    ("{{convert|1300|mi|km}}", "1,300 miles (2,100 km)"),
+    ("{{convert|64|F|C}}", "64 degrees Fahrenheit (18 °C)"),
+    ("{{convert|18|C|F|abbr=on}}", "18 °C (64 °F)"),
+    ("{{convert|-40|C}}", "-40 degrees Celsius (−40 °F)"),
+    ("{{convert|32|°F}}", "32 degrees Fahrenheit (0 °C)"),
+    ("{{convert|94.4|/sqmi|/km2|abbr=on}}", "94.4/sq mi (36.4/km²)"),
     ("{{convert|3|furlong}}", "3 furlong"),      # a unit we do not know: value and its code
-    ("{{cvt|52419|sqmi}}", "52,419 sq mi"),       # cvt = convert with abbr=on
-    ("{{convert|12|km|abbr=values}}", "12"),
-    ("{{convert|22|e6acre|km2}}", "22 million acres"),
-    ("{{convert|1000|ft|m|sing=on}}", "1,000-foot"),
-    ("{{convert|52419|sqmi|km2|abbr=out|sp=us}}", "52,419 square miles"),
+    ("{{convert|3|km|kg}}", "3 kilometres"),     # an output unit of another kind: left unconverted
+    ("{{cvt|52419|sqmi}}", "52,419 sq mi (135,765 km²)"),       # cvt = convert with abbr=on
+    ("{{convert|12|km|abbr=values}}", "12 (7.5)"),
+    ("{{convert|22|e6acre|km2}}", "22 million acres (89,000 km²)"),
+    ("{{convert|1000|ft|m|sing=on}}", "1,000-foot (300 m)"),
+    ("{{convert|52419|sqmi|km2|abbr=out|sp=us}}", "52,419 square miles (135,765 km²)"),
+    # rounding: as precise as the input, at least two significant figures, or as the article asks
+    ("{{convert|123|ft|m}}", "123 feet (37 m)"),
+    ("{{convert|123|ft|m|1}}", "123 feet (37.5 m)"),
+    ("{{convert|123|ft|m|-1}}", "123 feet (40 m)"),
+    ("{{convert|6|ft|m}}", "6 feet (1.8 m)"),
+    ("{{convert|0.5|mi}}", "0.5 miles (0.80 km)"),
+    ("{{convert|5000|ft|m}}", "5,000 feet (1,500 m)"),
+    ("{{convert|1|mi|km|sigfig=4}}", "1 mile (1.609 km)"),
+    ("{{convert|1+1/2|mi|km}}", "1 1/2 miles (2.4 km)"),
+    # several output units, feet and inches, display options
+    ("{{convert|10|t}}", "10 tonnes (9.8 long tons; 11 short tons)"),
+    ("{{convert|5|ha|acre}}", "5 hectares (12 acres)"),
+    ("{{convert|1.8|m|ftin}}", "1.8 metres (5 ft 11 in)"),
+    ("{{convert|2.5|km|mi|disp=or}}", "2.5 kilometres or 1.6 mi"),
+    ("{{convert|1|km|mi|disp=out}}", "0.62 mi"),
+    ("{{convert|100|km|mi|order=flip}}", "62 miles (100 km)"),
+    ("{{convert|12500|ft|m|comma=off}}", "12500 feet (3800 m)"),
 ]
 
 
 @pytest.mark.parametrize("src,want", CONVERT)
 def test_convert(src: str, want: str) -> None:
     assert strip_wikitext(src) == want
+
+
+# the units' definitions (NIST SP 811), written out independently of corpus.sources.wikiconvert's table
+_LBF = 0.45359237 * 9.80665   # pound-force, N
+FACTORS = [("mi", "km", lambda x: x * 1.609344), ("ft", "m", lambda x: x * 0.3048),
+           ("km2", "sqmi", lambda x: x / 1.609344 ** 2), ("kg", "lb", lambda x: x / 0.45359237),
+           ("C", "F", lambda x: x * 1.8 + 32), ("acre", "ha", lambda x: x * 43560 * 0.3048 ** 2 / 1e4),
+           ("L", "usgal", lambda x: x / (231 * 2.54 ** 3 / 1000)), ("kn", "km/h", lambda x: x * 1.852),
+           ("psi", "kPa", lambda x: x * _LBF / 0.0254 ** 2 / 1000), ("hp", "kW", lambda x: x * 550 * 0.3048 * _LBF / 1000)]
+
+
+CONVERT_PIECES = ["0", "1", "-3", "−2.5", "1,300", "0.000001", "1e300", "1e400", "1+1/2", "3/0", "12.", ".5", "abc", "",
+                  "km", "mi", "km2", "sqmi", "/km2", "/sqmi", "e6acre", "C", "F", "K", "ftin", "LT ST", "kg", "lb",
+                  "furlong", "to", "-", "and(-)", "x", "999", "-30", "abbr=on", "abbr=off", "abbr=values", "abbr=in",
+                  "adj=on", "sp=us", "disp=or", "disp=out", "disp=flip", "order=flip", "sigfig=3", "sigfig=0",
+                  "sigfig=999999", "comma=off", "9" * 50]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(CONVERT_PIECES), min_size=1, max_size=7), st.sampled_from(["convert", "cvt"]),
+       st.sampled_from([None, "zh"]))
+def test_convert_never_raises_and_keeps_the_written_value(args: list[str], name: str, lang: str | None) -> None:
+    out = strip_wikitext("{{" + name + "|" + "|".join(args) + "}}", lang=lang)
+    assert isinstance(out, str) and "{{" not in out
+    first = args[0]
+    if first and "=" not in first and not any(a.startswith(("disp=", "order=")) for a in args):
+        assert out.startswith(first[0]), (args, out)   # the value as written comes first
+
+
+def _significant(text: str) -> int:
+    digits = text.replace(",", "").replace("−", "").replace(".", "").lstrip("0")
+    return len(digits) if "." in text else len(digits.rstrip("0")) or 1
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(FACTORS), st.integers(1, 999_999), st.integers(0, 3))
+def test_convert_figure_is_right_and_no_more_precise_than_its_input(pair, digits: int, decimals: int) -> None:
+    src, dst, exact = pair
+    number = f"{digits / 10 ** decimals:.{decimals}f}"
+    out = strip_wikitext(f"{{{{convert|{number}|{src}|{dst}|abbr=on}}}}")
+    shown = out[out.index("(") + 1:].split(" ")[0]
+    value = float(shown.replace(",", "").replace("−", "-"))
+    want = exact(float(number))
+    # the exact figure rounded at its last shown digit (an integer's trailing zeros may be rounding)
+    integer, _, fraction = shown.replace(",", "").partition(".")
+    place = 10.0 ** -len(fraction) if fraction else 10.0 ** (len(integer) - len(integer.rstrip("0")))
+    assert abs(value - want) <= 0.5 * place + 1e-9 * abs(want), (number, out, want)
+    if src == "C":   # an offset, not a factor: compare decimal places
+        assert len(shown.partition(".")[2]) <= decimals + 1, (number, out)
+    else:            # no more significant figures than the input had, one more at most
+        assert _significant(shown) <= max(_significant(number), 2) + 1, (number, out)
 
 
 TEMPLATES = [
@@ -80,7 +152,7 @@ TEMPLATES = [
     ("{{langx|ja|日本}}", "日本"),
     ("{{lang|fr|[[Paris]] ville}}", "Paris ville"),
     ("{{nowrap|5 March}}", "5 March"),
-    ("{{nowrap|{{convert|3|km}} long}}", "3 kilometres long"),
+    ("{{nowrap|{{convert|3|km}} long}}", "3 kilometres (1.9 mi) long"),
     ("{{nihongo|Tokyo|東京|Tōkyō}}", "Tokyo (東京, Tōkyō)"),
     ("{{nihongo||東京|Tōkyō}}", "東京 (Tōkyō)"),
     ("{{nihongo|Aikido|合気道|aikidō|lit. way of harmony}}", "Aikido (合気道, aikidō, lit. way of harmony)"),
@@ -118,7 +190,7 @@ def test_template(src: str, want: str) -> None:
     ("{{birth date|1950|5|1}}", "1950年5月1日"),
     ("{{as of|2010|5}}", "截至2010年5月"),
     ("{{death date and age|2000|1|2|1950|5|1}}", "2000年1月2日（享年49岁）"),
-    ("{{convert|105|km2}}", "105 km²"),
+    ("{{convert|105|km2}}", "105 km²（41 sq mi）"),
     ("{{link-en|网络协议|Network protocol}}", "网络协议"),
     ("{{le|哈勃|Edwin Hubble}}", "哈勃"),
     ("{{tsl|ja|日本語名|中文名}}", "中文名"),
@@ -132,7 +204,7 @@ def test_templates_in_a_real_sentence() -> None:
     src = ("'''Alabama''' ({{IPAc-en|ˌ|æ|l|ə|ˈ|b|æ|m|ə}}) is a state. At {{convert|52419|sqmi|km2}}, it is "
            "the 30th-largest.<ref>{{cite web|title=Area}}</ref> Its capital since {{start date|1846|1|30}} is "
            "Montgomery{{efn|Earlier: Tuscaloosa}}; in French {{lang|fr|Alabama}}.")
-    assert strip_wikitext(src) == ("Alabama is a state. At 52,419 square miles, it is the 30th-largest. Its capital "
+    assert strip_wikitext(src) == ("Alabama is a state. At 52,419 square miles (135,765 km²), it is the 30th-largest. Its capital "
                                    "since January 30, 1846 is Montgomery; in French Alabama.")
 
 
@@ -292,10 +364,11 @@ def test_real_fragment_keeps_prose_and_drops_reference_sections(figures: dict) -
 def test_real_fragment_sentences(tmp_path: Path) -> None:
     docs = {d.meta["title"]: d.text for d in read_source("wiki", [FRAGMENT], Counter())}
     assert docs["Albedo"].startswith("Albedo or reflection coefficient, derived from Latin albedo")
-    assert "At 1,300 miles, Alabama has one of the longest navigable inland waterways" in docs["Alabama"]
-    assert "Alabama's land consists of 22 million acres of forest" in docs["Alabama"]
-    assert "A 1,000-foot-wide meteorite" in docs["Alabama"] and "temperatures averaging over 90 degrees Fahrenheit" in docs["Alabama"]
-    assert "the highest being the Coma Pedrosa at 2,942 metres" in docs["Andorra"]
+    assert "At 1,300 miles (2,100 km), Alabama has one of the longest navigable inland waterways" in docs["Alabama"]
+    assert "Alabama's land consists of 22 million acres (89,000 km²) of forest" in docs["Alabama"]
+    assert "A 1,000-foot (300 m)-wide meteorite" in docs["Alabama"]   # as the article shows it
+    assert "temperatures averaging over 90 degrees Fahrenheit (32 °C)" in docs["Alabama"]
+    assert "the highest being the Coma Pedrosa at 2,942 metres (9,652 ft)" in docs["Andorra"]
     for title, text in docs.items():
         assert "\nSee also\n" not in text and "\nExternal links\n" not in text and "ISBN" not in text, title
         assert " ()" not in text, title

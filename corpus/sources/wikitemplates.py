@@ -5,10 +5,8 @@ Alabama has" becomes "At , Alabama has", "'''Albedo''' ({{IPAc-en|…}})" become
 that *is* prose — a measurement, a date, a foreign word, a non-breaking span — is rendered here the way
 a reader of the article sees it, closely enough for training text:
 
-- ``convert``/``cvt``: value and unit, spelled out by default and as a symbol with ``abbr=on``
-  (``{{convert|105|km2}}`` → "105 square kilometres", ``{{convert|105|km2|abbr=on}}`` → "105 km²"),
-  ranges (``{{convert|1|to|3|m}}`` → "1 to 3 metres", ``-`` → "1–3"), ``adj=on`` ("10-mile"),
-  ``sp=us`` ("meters"), compound input ("5 ft 6 in"); the converted figure is not computed;
+- ``convert``/``cvt``: the measurement and, in brackets, the converted one (:mod:`corpus.sources.wikiconvert`:
+  ``{{convert|105|km2}}`` → "105 square kilometres (41 sq mi)");
 - dates: ``start date``/``end date``/``birth date``/``death date``/… (``df=y`` for day-month-year),
   ``death date and age`` with the age at death, ``date``, ``dts``, ``as of``, ``circa``; a zh page
   gets "2001年3月5日"; the *current* age of ``birth date and age`` is left out so that the output does
@@ -33,6 +31,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+
+from corpus.sources import wikiconvert
 
 _TOKENS = re.compile(r"\{\{|\}\}|\[\[|\]\]|\|")
 _NAME_END = re.compile(r"[|{}\[\]]")
@@ -234,7 +234,7 @@ def _currency(symbol: str) -> Callable[[Args, str | None], str]:
 
 def _railgauge(a: Args, lang: str | None) -> str:
     m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*mm", a.get(0))
-    return f"{_group(m.group(1))} mm" if m else ""
+    return f"{wikiconvert.group(m.group(1))} mm" if m else ""
 
 
 def _birth_death_zh(a: Args, lang: str | None) -> str:   # zh {{bd|1900年|1月1日|1980年|2月3日}}
@@ -332,125 +332,9 @@ def _date(a: Args, lang: str | None) -> str:
 
 # --------------------------------------------------------------------------- convert
 
-# unit code -> (symbol, singular name, plural name)
-_UNITS: dict[str, tuple[str, str, str]] = {}
-
-
-def _unit(codes: str, symbol: str, singular: str, plural: str | None = None) -> None:
-    for code in codes.split():
-        _UNITS[code] = (symbol, singular, plural or singular + "s")
-
-
-for _spec in (
-    # length
-    ("m", "m", "metre"), ("km", "km", "kilometre"), ("cm", "cm", "centimetre"), ("mm", "mm", "millimetre"),
-    ("um μm", "μm", "micrometre"), ("nm", "nm", "nanometre"), ("mi", "mi", "mile"), ("ft foot feet", "ft", "foot", "feet"),
-    ("in", "in", "inch", "inches"), ("yd", "yd", "yard"), ("nmi", "nmi", "nautical mile"), ("ly", "ly", "light-year"),
-    ("au AU", "AU", "astronomical unit"), ("pc", "pc", "parsec"), ("Mm", "Mm", "megametre"),
-    # area
-    ("m2", "m²", "square metre"), ("km2", "km²", "square kilometre"), ("cm2", "cm²", "square centimetre"),
-    ("mm2", "mm²", "square millimetre"), ("ha", "ha", "hectare"), ("acre acres", "acre", "acre"),
-    ("sqmi mi2", "sq mi", "square mile"), ("sqft ft2", "sq ft", "square foot", "square feet"),
-    ("sqyd yd2", "sq yd", "square yard"), ("sqin in2", "sq in", "square inch", "square inches"),
-    # volume
-    ("m3", "m³", "cubic metre"), ("km3", "km³", "cubic kilometre"), ("cm3 cc", "cm³", "cubic centimetre"),
-    ("L l", "L", "litre"), ("ml mL", "ml", "millilitre"), ("usgal gal USgal", "US gal", "US gallon"),
-    ("impgal", "imp gal", "imperial gallon"), ("cuft ft3", "cu ft", "cubic foot", "cubic feet"),
-    ("cuin in3", "cu in", "cubic inch", "cubic inches"), ("cumi mi3", "cu mi", "cubic mile"), ("bbl", "bbl", "barrel"),
-    ("acre.ft acre-ft", "acre⋅ft", "acre-foot", "acre-feet"),
-    # mass
-    ("kg", "kg", "kilogram"), ("g", "g", "gram"), ("mg", "mg", "milligram"), ("t tonne", "t", "tonne"),
-    ("lb", "lb", "pound"), ("oz", "oz", "ounce"), ("st", "st", "stone", "stone"), ("ST shortton", "short ton", "short ton"),
-    ("LT longton", "long ton", "long ton"),
-    # speed
-    ("km/h kph", "km/h", "kilometre per hour", "kilometres per hour"), ("mph", "mph", "mile per hour", "miles per hour"),
-    ("m/s", "m/s", "metre per second", "metres per second"), ("ft/s", "ft/s", "foot per second", "feet per second"),
-    ("kn knot knots", "kn", "knot"),
-    # temperature
-    ("C °C", "°C", "degree Celsius", "degrees Celsius"), ("F °F", "°F", "degree Fahrenheit", "degrees Fahrenheit"),
-    ("K", "K", "kelvin"),
-    # power, energy, pressure
-    ("W", "W", "watt"), ("kW", "kW", "kilowatt"), ("MW", "MW", "megawatt"), ("GW", "GW", "gigawatt"),
-    ("hp", "hp", "horsepower", "horsepower"), ("kWh kW.h", "kWh", "kilowatt-hour"), ("J", "J", "joule"),
-    ("kJ", "kJ", "kilojoule"), ("MJ", "MJ", "megajoule"), ("cal", "cal", "calorie"), ("kcal", "kcal", "kilocalorie"),
-    ("Pa", "Pa", "pascal"), ("kPa", "kPa", "kilopascal"), ("MPa", "MPa", "megapascal"),
-    ("psi", "psi", "pound per square inch", "pounds per square inch"), ("bar", "bar", "bar"),
-    ("atm", "atm", "standard atmosphere"), ("mmHg", "mmHg", "millimetre of mercury", "millimetres of mercury"),
-    ("inHg", "inHg", "inch of mercury", "inches of mercury"),
-    # time
-    ("s", "s", "second"), ("min", "min", "minute"), ("h", "h", "hour"),
-):
-    _unit(*_spec)
-
-_RANGE = {"-": "–", "–": "–", "to": " to ", "to(-)": " to ", "and": " and ", "and(-)": " and ", "or": " or ",
-          "by": " by ", "x": " × ", "×": " × ", "+/-": " ± ", "±": " ± ", ",": ", ", ", and": ", and ", ", or": ", or ",
-          "-to-": " to "}
-_NUMBER = re.compile(r"[-−+]?(?:\d[\d,]*(?:\.\d+)?|\.\d+)(?:e[-+]?\d+)?(?:\+\d+/\d+)?$")
-
-
-def _group(number: str) -> str:
-    """Thousands separators in a plain number of four or more digits, as convert shows its values."""
-    m = re.fullmatch(r"([-−]?)(\d+)(\.\d+)?", number)
-    if not m or len(m.group(2)) < 4:
-        return number
-    return f"{m.group(1)}{int(m.group(2)):,}{m.group(3) or ''}"
-
-
-_SCALE = {"e3": "thousand", "e6": "million", "e9": "billion", "e12": "trillion"}
-
-
-def _unit_text(code: str, value: str, symbol: bool, adj: bool, us: bool) -> tuple[str, str]:
-    """(separator, unit text) for ``value`` in unit ``code``: a symbol, else the singular or plural name."""
-    m = re.match(r"(e(?:3|6|9|12))(?=\D)", code)
-    if m:   # e6acre: millions of acres
-        _, text = _unit_text(code[m.end():], "2", symbol, False, us)
-        return " ", f"{_SCALE[m.group(1)]} {text}"
-    per = code.startswith("/")
-    key = code[1:] if per else code
-    known = _UNITS.get(key)
-    if known is None:
-        return " ", code
-    sym, singular, plural = known
-    if symbol:
-        if per:
-            return "", "/" + sym
-        return " ", sym
-    name = singular if adj or value.strip() in ("1", "1.0", "one") else plural
-    if us:
-        name = name.replace("metre", "meter").replace("litre", "liter")
-    if per:
-        return " ", "per " + singular
-    return ("-" if adj else " "), (name.replace(" ", "-") if adj else name)
-
 
 def _convert(a: Args, lang: str | None, abbr_default: str = "") -> str:
-    p = [x for x in a.pos]
-    if not p or not _NUMBER.match(p[0].strip()):
-        return " ".join(x for x in p[:2] if x)
-    abbr = a.flag("abbr") or abbr_default
-    symbol = abbr in ("on", "in", "yes", "values") or lang == "zh"
-    values_only = abbr == "values"
-    adj = (a.flag("adj") in ("on", "yes") or a.flag("sing") in ("on", "yes")) and not symbol
-    us = a.flag("sp") == "us"
-    values = [p[0].strip()]
-    i = 1
-    words: list[str] = []
-    while i + 1 < len(p) and p[i].strip() in _RANGE and _NUMBER.match(p[i + 1].strip()):
-        words.append(_RANGE[p[i].strip()])
-        values.append(p[i + 1].strip())
-        i += 2
-    unit = p[i].strip() if i < len(p) else ""
-    shown = [_group(v.replace("+", " ", 1) if "/" in v else v) for v in values]
-    if values_only or not unit:
-        return shown[0] + "".join(w + v for w, v in zip(words, shown[1:]))
-    # compound input: {{convert|5|ft|6|in}} → "5 ft 6 in"
-    if len(values) == 1 and i + 2 < len(p) and _NUMBER.match(p[i + 1].strip()) and p[i + 2].strip() in _UNITS:
-        sep1, u1 = _unit_text(unit, values[0], symbol, False, us)
-        sep2, u2 = _unit_text(p[i + 2].strip(), p[i + 1].strip(), symbol, False, us)
-        return f"{shown[0]}{sep1}{u1} {p[i + 1].strip()}{sep2}{u2}"
-    last = values[-1] if len(values) == 1 else "2"   # a range takes the plural
-    sep, text = _unit_text(unit, last, symbol, adj, us)
-    return shown[0] + "".join(w + v for w, v in zip(words, shown[1:])) + sep + text
+    return wikiconvert.render(a.pos, a.named, lang, abbr_default)
 
 
 def _cvt(a: Args, lang: str | None) -> str:
