@@ -32,6 +32,7 @@ def _bench():
 CONVERT = [
     ("{{convert|105|km2}}", "105 square kilometres (41 sq mi)"),
     ("{{convert|105|km2|abbr=on}}", "105 km² (41 sq mi)"),
+    ("{{convert|5|km|abbr=yes}}", "5 km (3.1 mi)"),            # "yes" abbreviates, as before
     ("{{convert|105|km2|sqmi|abbr=on}}", "105 km² (41 sq mi)"),
     ("{{convert|1|mi|km}}", "1 mile (1.6 km)"),
     ("{{convert|10|mi|km|adj=on}}", "10-mile (16 km)"),
@@ -86,6 +87,15 @@ FACTORS = [("mi", "km", lambda x: x * 1.609344), ("ft", "m", lambda x: x * 0.304
            ("C", "F", lambda x: x * 1.8 + 32), ("acre", "ha", lambda x: x * 43560 * 0.3048 ** 2 / 1e4),
            ("L", "usgal", lambda x: x / (231 * 2.54 ** 3 / 1000)), ("kn", "km/h", lambda x: x * 1.852),
            ("psi", "kPa", lambda x: x * _LBF / 0.0254 ** 2 / 1000), ("hp", "kW", lambda x: x * 550 * 0.3048 * _LBF / 1000)]
+
+
+def test_convert_default_units_are_known_and_of_the_same_kind() -> None:
+    from corpus.sources import wikiconvert
+    units = wikiconvert._UNITS
+    for code, outs in wikiconvert._DEFAULT_OUT.items():
+        assert code in units and units[code].code == code, code   # keyed by a unit's first code
+        for out in outs.split():
+            assert out in units and units[out].kind == units[code].kind, (code, out)
 
 
 CONVERT_PIECES = ["0", "1", "-3", "−2.5", "1,300", "0.000001", "1e300", "1e400", "1+1/2", "3/0", "12.", ".5", "abc", "",

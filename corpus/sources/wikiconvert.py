@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Unit:
+    code: str             # the first of its codes: the key of _DEFAULT_OUT
     symbol: str
     singular: str
     plural: str
@@ -47,7 +48,7 @@ _UNITS: dict[str, Unit] = {}
 
 def _unit(codes: str, symbol: str, singular: str, plural: str | None, kind: str, scale: float,
           offset: float = 0.0) -> None:
-    unit = Unit(symbol, singular, plural or singular + "s", kind, scale, offset)
+    unit = Unit(codes.split()[0], symbol, singular, plural or singular + "s", kind, scale, offset)
     for code in codes.split():
         _UNITS[code] = unit
 
@@ -121,22 +122,19 @@ for _spec in (
     _unit(*_spec)
 
 # the output unit when an article gives none: the input unit's usual metric or US customary counterpart
+# (keyed by each unit's first code; its other codes share it)
 _DEFAULT_OUT = {
-    "m": "ft", "km": "mi", "cm": "in", "mm": "in", "Mm": "mi", "mi": "km", "ft": "m", "foot": "m", "feet": "m",
-    "in": "mm", "yd": "m", "nmi": "km",
-    "m2": "sqft", "km2": "sqmi", "cm2": "sqin", "mm2": "sqin", "ha": "acre", "acre": "ha", "acres": "ha",
-    "sqmi": "km2", "mi2": "km2", "sqft": "m2", "ft2": "m2", "sqyd": "m2", "yd2": "m2", "sqin": "cm2", "in2": "cm2",
-    "m3": "cuft", "km3": "cumi", "cm3": "cuin", "cc": "cuin", "L": "usgal", "l": "usgal", "usgal": "L",
-    "gal": "L", "USgal": "L", "impgal": "L", "cuft": "m3", "ft3": "m3", "cuin": "cm3", "in3": "cm3",
-    "cumi": "km3", "mi3": "km3", "bbl": "m3", "acre.ft": "m3", "acre-ft": "m3",
-    "kg": "lb", "g": "oz", "t": "LT ST", "tonne": "LT ST", "lb": "kg", "oz": "g", "st": "kg",
-    "ST": "t", "shortton": "t", "LT": "t", "longton": "t",
-    "km/h": "mph", "kph": "mph", "mph": "km/h", "m/s": "ft/s", "ft/s": "m/s", "kn": "km/h", "knot": "km/h",
-    "knots": "km/h",
-    "C": "F", "°C": "°F", "F": "C", "°F": "°C", "K": "C",
-    "kW": "hp", "MW": "hp", "hp": "kW", "kWh": "MJ", "kW.h": "MJ", "MJ": "kWh", "kJ": "kcal", "kcal": "kJ",
-    "cal": "J", "kPa": "psi", "MPa": "psi", "psi": "kPa", "bar": "psi", "atm": "kPa", "mmHg": "kPa",
-    "inHg": "kPa",
+    "m": "ft", "km": "mi", "cm": "in", "mm": "in", "Mm": "mi", "mi": "km", "ft": "m", "in": "mm", "yd": "m",
+    "nmi": "km",
+    "m2": "sqft", "km2": "sqmi", "cm2": "sqin", "mm2": "sqin", "ha": "acre", "acre": "ha", "sqmi": "km2",
+    "sqft": "m2", "sqyd": "m2", "sqin": "cm2",
+    "m3": "cuft", "km3": "cumi", "cm3": "cuin", "L": "usgal", "usgal": "L", "impgal": "L", "cuft": "m3",
+    "cuin": "cm3", "cumi": "km3", "bbl": "m3", "acre.ft": "m3",
+    "kg": "lb", "g": "oz", "t": "LT ST", "lb": "kg", "oz": "g", "st": "kg", "ST": "t", "LT": "t",
+    "km/h": "mph", "mph": "km/h", "m/s": "ft/s", "ft/s": "m/s", "kn": "km/h",
+    "C": "F", "F": "C", "K": "C",
+    "kW": "hp", "MW": "hp", "hp": "kW", "kWh": "MJ", "MJ": "kWh", "kJ": "kcal", "kcal": "kJ", "cal": "J",
+    "kPa": "psi", "MPa": "psi", "psi": "kPa", "bar": "psi", "atm": "kPa", "mmHg": "kPa", "inHg": "kPa",
 }
 
 RANGE_WORDS = {"-": "–", "–": "–", "to": " to ", "to(-)": " to ", "and": " and ", "and(-)": " and ",
@@ -278,6 +276,10 @@ def ratio(src: UnitRef, dst: UnitRef) -> float:
     return 1 / r if src.per else r
 
 
+def _spelling(name: str, us: bool) -> str:
+    return name.replace("metre", "meter").replace("litre", "liter") if us else name
+
+
 def unit_text(ref: UnitRef, value: str, symbol: bool, adj: bool, us: bool) -> tuple[str, str]:
     """(separator, unit text) for ``value`` in ``ref``: a symbol, else the singular or plural name."""
     if ref.scale_word:
@@ -291,11 +293,9 @@ def unit_text(ref: UnitRef, value: str, symbol: bool, adj: bool, us: bool) -> tu
         return ("", "/" + u.symbol) if ref.per else (" ", u.symbol)
     if symbol and not ref.per:   # a unit shown by its name even when abbreviated: "9.8 long tons", "12 acres"
         return " ", u.singular if one else u.plural
-    name = u.singular if one else u.plural
-    if us:
-        name = name.replace("metre", "meter").replace("litre", "liter")
     if ref.per:
-        return " ", "per " + (u.singular.replace("metre", "meter") if us else u.singular)
+        return " ", "per " + _spelling(u.singular, us)
+    name = _spelling(u.singular if one else u.plural, us)
     return ("-" if adj else " "), (name.replace(" ", "-") if adj else name)
 
 
@@ -312,7 +312,7 @@ def render(pos: list[str], named: dict[str, str], lang: str | None, abbr_default
         return " ".join(x for x in p[:2] if x)
     abbr = flag("abbr") or abbr_default
     zh = lang == "zh"
-    in_symbol = abbr in ("on", "in", "values") or zh
+    in_symbol = abbr in ("on", "yes", "in", "values") or zh
     out_symbol = abbr not in ("off", "in") or zh
     adj = (flag("adj") in _ON or flag("sing") in _ON) and not in_symbol
     us = flag("sp") == "us"
@@ -389,10 +389,7 @@ def _converted(src: UnitRef, numbers: list[Number | None], compound: list[tuple[
         precision = int(rest[0])
     sigfig = flag("sigfig")
     if not out_codes:
-        base_code = src.code.lstrip("/")
-        if src.scale_word:
-            base_code = re.sub(r"^e\d+", "", base_code)
-        default = _DEFAULT_OUT.get(base_code)
+        default = _DEFAULT_OUT.get(src.unit.code)
         if default is None:
             return None
         out_codes = " ".join(("/" + c) if src.per else c for c in default.split())
